@@ -1,0 +1,5 @@
+"""``python -m router`` is the ``nodrute`` command."""
+
+from .cli import app
+
+app()

@@ -1,0 +1,273 @@
+"""The dispatcher: transaction-layer events in, calls created, found and retired (sans-IO).
+
+It is the transaction user (RFC 3261 §17) for the whole node. Each event is routed by what
+identifies it — a new INVITE creates a :class:`~router.call.Call`; a response finds its call by
+client transaction; an in-dialog request by (Call-ID, our tag); a CANCEL by the INVITE server
+transaction it cancels — and anything that belongs to no call gets the response the RFC asks for
+(404 not ours, 481 no such dialog, 405 wrong method) from here. A fault in one call is answered
+500 and logged; it never escapes to the event loop.
+"""
+
+from __future__ import annotations
+
+import heapq
+import ipaddress
+import itertools
+import logging
+from collections import Counter
+from collections.abc import Callable
+from typing import Any
+
+from municipality_map import RoutingSnapshot, Service
+from sip.errors import SipParseError
+from sip.events import (
+    AckTimedOut,
+    CancelReceived,
+    RequestReceived,
+    ResponseReceived,
+    TransactionTimedOut,
+    TransportFailed,
+)
+from sip.headers import NameAddr
+from sip.message import Request, make_response
+from sip.parser import check_max_forwards
+from sip.transaction import TransactionLayer
+
+from . import legs
+from .call import Call, CallState, Leg
+from .call_record import CallRecord
+from .config import NodruteSettings, TrunkSettings
+from .resolve import dialled_service
+
+log = logging.getLogger("nodrute.b2bua")
+
+Network = ipaddress.IPv4Network | ipaddress.IPv6Network
+
+
+class B2bua:
+    """Transaction user for the node: owns the call table and nothing that does I/O."""
+
+    def __init__(
+        self,
+        layer: TransactionLayer,
+        settings: NodruteSettings,
+        snapshot: RoutingSnapshot,
+        *,
+        port: int,
+        on_call_ended: Callable[[CallRecord], None] | None = None,
+    ) -> None:
+        self.layer = layer
+        self.settings = settings
+        self.snapshot = snapshot
+        """The active routing table; replaced whole (atomically) by a table switch."""
+        self.via_host = settings.sip.via_host
+        self.port = port
+        self._on_call_ended = on_call_ended
+        self._trunks: list[tuple[list[Network], TrunkSettings]] = [
+            ([ipaddress.ip_network(c, strict=False) for c in t.sources], t)
+            for t in settings.trunks
+        ]
+        self._by_server_tx: dict[str, Call] = {}
+        self._by_client_tx: dict[str, Call] = {}
+        self._by_dialog: dict[tuple[str, str], tuple[Call, Leg]] = {}
+        self._deadlines: list[tuple[float, int, Call]] = []
+        self._seq = itertools.count()
+        self.active_calls = 0
+        self.counters: Counter[str] = Counter()
+        """Plain counts for tests and the (later) metrics endpoint: outcome, defaults, rejects."""
+
+    # ----------------------------------------------------------------- what calls ask of us
+
+    def via(self, transport: str, branch: str) -> str:
+        return legs.via_value(transport, self.via_host, self.port, branch)
+
+    def contact(self, transport: str) -> str:
+        return legs.contact_value(self.via_host, self.port, transport)
+
+    def bind_client_tx(self, tx: str, call: Call) -> None:
+        self._by_client_tx[tx] = call
+
+    def bind_dialog(self, call_id: str, local_tag: str, call: Call, leg: Leg) -> None:
+        self._by_dialog[(call_id, local_tag)] = (call, leg)
+
+    def schedule(self, call: Call) -> None:
+        if call.deadline is not None:
+            heapq.heappush(self._deadlines, (call.deadline, next(self._seq), call))
+
+    def note_default_route(self, service: Service, had_hint: bool) -> None:
+        key = "unknown_municipality" if had_hint else "missing_municipality"
+        self.counters[f"default_route:{service.value}:{key}"] += 1
+
+    def note_no_centre(self, service: Service) -> None:
+        self.counters[f"no_centre:{service.value}"] += 1
+        log.error("no centre with a URI for service %s (check default_centre)", service.value)
+
+    def call_ended(self, call: Call, now: float) -> None:
+        """Retire a call: unbind its dialogs; client transactions unbind as they finish."""
+        self._by_server_tx.pop(call.in_tx, None)
+        self._by_dialog.pop((call.caller_call_id, call.caller_tag), None)
+        self._by_dialog.pop((call.centre_call_id, call.centre_tag), None)
+        self.active_calls -= 1
+        record = call.record
+        self.counters[f"calls:{record.service}:{record.outcome.value}"] += 1
+        log.info(
+            "call ended call_id=%s service=%s centre=%s kommune=%s source=%s reason=%s status=%s",
+            record.call_id, record.service, record.centre_id, record.municipality,
+            record.location_source, record.end_reason, record.final_status,
+        )
+        if self._on_call_ended is not None:
+            self._on_call_ended(record)
+
+    # ----------------------------------------------------------------- events in
+
+    def handle_event(self, event: object, now: float) -> None:
+        """Act on one transaction-layer event; never raises."""
+        try:
+            self._dispatch(event, now)
+        except Exception:
+            log.exception("fault handling %r", event)
+            self.counters["internal_errors"] += 1
+            self._answer_after_fault(event, now)
+
+    def _dispatch(self, event: object, now: float) -> None:
+        if isinstance(event, ResponseReceived):
+            call = self._client_tx_call(event.tx, final=event.response.status >= 200)
+            if call is not None:
+                call.on_response(event.tx, event.response, event.retransmission, now)
+        elif isinstance(event, RequestReceived):
+            self._on_request(event, now)
+        elif isinstance(event, CancelReceived):
+            self._on_cancel(event, now)
+        elif isinstance(event, TransactionTimedOut):
+            call = self._client_tx_call(event.tx, final=True)
+            if call is not None:
+                call.on_timeout(event.tx, now)
+        elif isinstance(event, TransportFailed):
+            call = self._client_tx_call(event.tx, final=True)
+            if call is not None:
+                call.on_transport_failed(event.tx, now)
+        elif isinstance(event, AckTimedOut):
+            call = self._by_server_tx.get(event.tx)
+            if call is not None:
+                call.on_ack_timeout(now)
+
+    def _client_tx_call(self, tx: str, *, final: bool) -> Call | None:
+        return self._by_client_tx.pop(tx, None) if final else self._by_client_tx.get(tx)
+
+    def _on_request(self, event: RequestReceived, now: float) -> None:
+        request = event.request
+        to_tag = _to_tag(request)
+        if event.tx is None:  # ACK for a 2xx: not a transaction, find its dialog
+            bound = self._by_dialog.get((request.headers.get("Call-ID") or "", to_tag or ""))
+            if bound is not None:
+                bound[0].on_ack(bound[1], request, now)
+            return
+        if to_tag:
+            bound = self._by_dialog.get((request.headers.get("Call-ID") or "", to_tag))
+            if bound is None:
+                self._respond(event.tx, request, 481, now)
+            else:
+                bound[0].on_request(bound[1], request, event.tx, now)
+            return
+        method = request.method
+        if method == "INVITE":
+            self._on_invite(event, now)
+        elif method == "OPTIONS":
+            self._respond(event.tx, request, 200, now, extra=[
+                ("Allow", legs.ALLOW), ("Accept", "application/sdp"),
+                ("Supported", ""), ("Server", self.settings.sip.user_agent),
+            ])
+        elif method == "BYE":
+            self._respond(event.tx, request, 481, now)
+        else:
+            self._respond(event.tx, request, 405, now, extra=[("Allow", legs.ALLOW)])
+
+    def _on_invite(self, event: RequestReceived, now: float) -> None:
+        request = event.request
+        assert event.tx is not None
+        try:
+            check_max_forwards(request)
+            dialled = dialled_service(request)
+        except SipParseError as err:
+            self._respond(event.tx, request, err.status, now, reason=err.reason)
+            return
+        if dialled is None:
+            self.counters["rejected:not_emergency_number"] += 1
+            self._respond(event.tx, request, 404, now)
+            return
+        trunk = self._trunk_for(event.source[0])
+        if trunk is None:
+            self.counters["rejected:unknown_source"] += 1
+            self._respond(event.tx, request, 403, now)
+            return
+        call = Call(self, request, event.tx, event.transport, dialled, trunk, self.snapshot, now)
+        self._by_server_tx[event.tx] = call
+        self.active_calls += 1
+        call.start(now)
+
+    def _on_cancel(self, event: CancelReceived, now: float) -> None:
+        # RFC 3261 §9.2: answer the CANCEL itself first, 481 if there is nothing to cancel.
+        call = self._by_server_tx.get(event.invite_tx) if event.invite_tx else None
+        self._respond(event.tx, event.request, 200 if call is not None else 481, now)
+        if call is not None:
+            call.on_cancel(now)
+
+    def _trunk_for(self, source_ip: str) -> TrunkSettings | None:
+        try:
+            address = ipaddress.ip_address(source_ip)
+        except ValueError:
+            return None
+        for networks, trunk in self._trunks:
+            if any(address in net for net in networks):
+                return trunk
+        return None
+
+    def _respond(self, tx: str, request: Request, status: int, now: float, *,
+                 reason: str = "", extra: list[tuple[str, str]] | None = None) -> None:
+        from sip.ids import new_tag
+
+        to_tag = None if status == 100 or _to_tag(request) else new_tag()
+        response = make_response(request, status, reason, to_tag=to_tag, extra=extra or [])
+        self.layer.send_response(tx, response, now)
+
+    def _answer_after_fault(self, event: Any, now: float) -> None:
+        tx = getattr(event, "tx", None)
+        request = getattr(event, "request", None)
+        if isinstance(request, Request) and tx is not None and request.method != "ACK":
+            call = self._by_server_tx.pop(tx, None)
+            try:
+                self._respond(tx, request, 500, now)
+            except Exception:
+                log.exception("could not answer 500 after a fault")
+            if call is not None and call.state is not CallState.ENDED:
+                call.state = CallState.ENDED
+                self.active_calls -= 1
+
+    # ----------------------------------------------------------------- timers
+
+    def next_deadline(self) -> float | None:
+        heap = self._deadlines
+        while heap and heap[0][2].deadline != heap[0][0]:
+            heapq.heappop(heap)  # lazily drop deadlines a call has since cleared or moved
+        return heap[0][0] if heap else None
+
+    def handle_timers(self, now: float) -> None:
+        heap = self._deadlines
+        while heap and heap[0][0] <= now:
+            deadline, _, call = heapq.heappop(heap)
+            if call.deadline == deadline:
+                try:
+                    call.on_deadline(now)
+                except Exception:
+                    log.exception("fault in call timer")
+                    self.counters["internal_errors"] += 1
+
+
+def _to_tag(request: Request) -> str | None:
+    value = request.headers.get("To")
+    if not value or "tag=" not in value:
+        return None
+    try:
+        return NameAddr.parse(value, "To").tag
+    except SipParseError:
+        return None

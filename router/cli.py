@@ -1,0 +1,47 @@
+"""The ``nodrute`` command line (typer)."""
+
+from __future__ import annotations
+
+import logging
+import sys
+from pathlib import Path
+from typing import Annotated
+
+import typer
+from pydantic import ValidationError
+
+from municipality_map import TableError
+
+from .config import DEFAULT_CONFIG_PATH, load_settings
+
+app = typer.Typer(help="nodrute: call router for the emergency numbers 113 and 116117.",
+                  no_args_is_help=True, add_completion=False)
+
+
+@app.callback()
+def _main() -> None:
+    """nodrute: call router for the emergency numbers 113 and 116117."""
+
+
+@app.command()
+def serve(
+    config: Annotated[Path, typer.Option(help="TOML config file.", exists=True,
+                                         dir_okay=False)] = DEFAULT_CONFIG_PATH,
+) -> None:
+    """Run the router in the foreground until SIGTERM/SIGINT."""
+    from .app import run
+
+    try:
+        settings = load_settings(config)
+    except ValidationError as err:
+        typer.echo(f"{config}: invalid configuration:\n{err}", err=True)
+        raise typer.Exit(2) from None
+    logging.basicConfig(
+        level=settings.log.level, stream=sys.stderr,
+        format="%(asctime)s %(levelname)s %(name)s %(message)s",
+    )
+    try:
+        run(settings)
+    except TableError as err:
+        typer.echo(f"routing table rejected:\n{err}", err=True)
+        raise typer.Exit(2) from None

@@ -1,0 +1,151 @@
+"""Service configuration: a TOML file, overridable by environment variables.
+
+Typed defaults with units in the names. ``NODRUTE__SIP__PORT=5070`` overrides ``[sip] port``
+(double underscore separates the nesting levels). Relative paths in the file are relative to the
+file's own folder, so ``configs/nodrute.toml`` can say ``table_dir = "tables/sample-2024"``.
+Everything is validated at start; a bad file stops the router with a message naming the field.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import tomllib
+from pathlib import Path
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
+
+from municipality_map import Service, default_table_dir
+
+from .resolve import LocationSource
+
+REPO_ROOT = Path(__file__).resolve().parents[1]
+DEFAULT_CONFIG_PATH = REPO_ROOT / "configs" / "nodrute.toml"
+
+
+class _Section(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class SipSettings(_Section):
+    """Where the router listens and how it speaks SIP."""
+
+    host: str = "127.0.0.1"
+    """Address to bind UDP and TCP listeners to."""
+    port: int = Field(5060, ge=1, le=65535)
+    transports: list[Literal["udp", "tcp"]] = ["udp", "tcp"]
+    advertised_host: str | None = None
+    """Host put in Via/Contact; defaults to ``host`` (set it when binding 0.0.0.0)."""
+    t1_s: float = Field(0.5, gt=0)
+    """RFC 3261 T1 (round-trip estimate); timers A–K derive from T1/T2/T4."""
+    t2_s: float = Field(4.0, gt=0)
+    t4_s: float = Field(5.0, gt=0)
+    user_agent: str = "nodrute/0.1"
+    max_forwards: int = Field(70, ge=1, le=255)
+
+    @property
+    def via_host(self) -> str:
+        return self.advertised_host or self.host
+
+
+class RoutingSettings(_Section):
+    """The routing table and what to do when it has no answer."""
+
+    table_dir: Path = Field(default_factory=default_table_dir)
+    default_centre_113: str = "AMK-OSLO"
+    """Centre for a 113 call with no usable location (missing or unknown municipality)."""
+    default_centre_116117: str = "LVS-0301"
+    """Centre for a 116117 call with no usable location."""
+    ring_timeout_113_s: float = Field(60.0, gt=0)
+    """Give up on a centre that has not answered a 113 call after this long (failover: later)."""
+    ring_timeout_116117_s: float = Field(300.0, gt=0)
+
+    def default_centre(self, service: Service) -> str:
+        return self.default_centre_113 if service is Service.AMK else self.default_centre_116117
+
+    def ring_timeout_s(self, service: Service) -> float:
+        return self.ring_timeout_113_s if service is Service.AMK else self.ring_timeout_116117_s
+
+
+class TrunkSettings(_Section):
+    """A carrier trunk: who it is and how it signals the caller's municipality."""
+
+    name: str
+    sources: list[str] = ["0.0.0.0/0", "::/0"]
+    """Source networks (CIDR) the trunk's traffic comes from; first matching trunk wins."""
+    municipality_sources: list[LocationSource] = [
+        LocationSource.HEADER, LocationSource.URI_PARAM, LocationSource.PREFIX,
+    ]
+    """Where to look for the municipality number, in order of precedence."""
+    municipality_header: str = "X-Kommunenummer"
+
+    @field_validator("sources")
+    @classmethod
+    def _valid_networks(cls, value: list[str]) -> list[str]:
+        for cidr in value:
+            ipaddress.ip_network(cidr, strict=False)  # raises ValueError with the bad text
+        return value
+
+    @field_validator("municipality_sources")
+    @classmethod
+    def _no_default_source(cls, value: list[LocationSource]) -> list[LocationSource]:
+        if LocationSource.DEFAULT in value:
+            raise ValueError("'default' is not a source; it is what happens when none is usable")
+        return value
+
+
+class LogSettings(_Section):
+    level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
+
+
+class NodruteSettings(BaseSettings):
+    """The whole configuration (``configs/nodrute.toml`` documents every field)."""
+
+    model_config = SettingsConfigDict(
+        env_prefix="NODRUTE__", env_nested_delimiter="__", extra="forbid", frozen=True,
+    )
+
+    sip: SipSettings = SipSettings()
+    routing: RoutingSettings = RoutingSettings()
+    trunks: list[TrunkSettings] = [TrunkSettings(name="default")]
+    log: LogSettings = LogSettings()
+
+    @model_validator(mode="after")
+    def _trunk_names_unique(self) -> NodruteSettings:
+        names = [t.name for t in self.trunks]
+        if len(names) != len(set(names)):
+            raise ValueError(f"trunk names must be unique, got {names}")
+        if not self.trunks:
+            raise ValueError("at least one [[trunks]] entry is needed")
+        return self
+
+    @classmethod
+    def settings_customise_sources(
+        cls,
+        settings_cls: type[BaseSettings],
+        init_settings: PydanticBaseSettingsSource,
+        env_settings: PydanticBaseSettingsSource,
+        dotenv_settings: PydanticBaseSettingsSource,
+        file_secret_settings: PydanticBaseSettingsSource,
+    ) -> tuple[PydanticBaseSettingsSource, ...]:
+        # The environment overrides the file (passed as init kwargs): operators patch one
+        # value in a container without editing the mounted file.
+        return env_settings, init_settings
+
+
+def _resolve_paths(data: dict[str, Any], base: Path) -> None:
+    routing = data.get("routing")
+    if isinstance(routing, dict) and "table_dir" in routing:
+        table_dir = Path(str(routing["table_dir"]))
+        routing["table_dir"] = table_dir if table_dir.is_absolute() else base / table_dir
+
+
+def load_settings(path: Path | None) -> NodruteSettings:
+    """Read and validate a TOML config file (``None``: built-in defaults plus environment)."""
+    if path is None:
+        return NodruteSettings()
+    with path.open("rb") as f:
+        data = tomllib.load(f)
+    _resolve_paths(data, path.resolve().parent)
+    return NodruteSettings(**data)

@@ -1,0 +1,265 @@
+"""The asyncio side of the SIP core: sockets, clocks, nothing else (RFC 3261 §18).
+
+Like aioquic's asyncio protocol, this is the thin shell around the sans-IO core: bytes arrive →
+parse → :class:`~sip.transaction.TransactionLayer` → events to the transaction user → whatever the
+layer queued is sent → one re-armed ``loop.call_at`` timer for the earliest deadline of the layer
+and the user. UDP and TCP share that path; TCP adds framing (§18.3) and a connection table keyed
+by the peer's address, so responses and in-dialog requests go back over the connection they
+belong to (§18.2.2).
+
+Malformed requests are answered statelessly with the status the parser chose (400/505/416…);
+malformed responses are dropped (§18.1.2). Nothing a peer sends can raise out of here.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Iterable
+from typing import Protocol
+
+from .errors import SipParseError
+from .events import Outgoing
+from .parser import StreamFramer, parse_message
+from .stateless import error_response_bytes
+from .transaction import TransactionLayer
+
+log = logging.getLogger("nodrute.sip.transport")
+
+Address = tuple[str, int]
+
+
+class TransactionUser(Protocol):
+    """What sits on top of the transaction layer (the B2BUA dispatcher)."""
+
+    def handle_event(self, event: object, now: float) -> None: ...
+    def next_deadline(self) -> float | None: ...
+    def handle_timers(self, now: float) -> None: ...
+
+
+class _NullUser:
+    def handle_event(self, event: object, now: float) -> None:
+        pass
+
+    def next_deadline(self) -> float | None:
+        return None
+
+    def handle_timers(self, now: float) -> None:
+        pass
+
+
+class SipEndpoint:
+    """Listens on UDP and/or TCP, feeds the transaction layer, sends what it queues."""
+
+    def __init__(self, layer: TransactionLayer, *, max_message_bytes: int = 65_535) -> None:
+        self.layer = layer
+        self.user: TransactionUser = _NullUser()
+        self.max_message_bytes = max_message_bytes
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._udp: asyncio.DatagramTransport | None = None
+        self._tcp_servers: list[asyncio.Server] = []
+        self._connections: dict[Address, _TcpConnection] = {}
+        self._connecting: dict[Address, list[bytes]] = {}
+        self._timer: asyncio.TimerHandle | None = None
+        self._timer_at: float | None = None
+        self.local_address: Address | None = None
+        self.dropped_malformed = 0
+        """Malformed messages seen (answered 4xx/5xx when they were requests)."""
+
+    # ----------------------------------------------------------------- lifecycle
+
+    async def start(self, host: str, port: int, transports: Iterable[str]) -> None:
+        """Bind the listeners. With ``port=0`` UDP picks a port and TCP binds the same one."""
+        loop = asyncio.get_running_loop()
+        self._loop = loop
+        wanted = {t.upper() for t in transports}
+        if "UDP" in wanted:
+            transport, _ = await loop.create_datagram_endpoint(
+                lambda: _UdpProtocol(self), local_addr=(host, port),
+            )
+            self._udp = transport
+            port = transport.get_extra_info("sockname")[1]
+        if "TCP" in wanted:
+            server = await loop.create_server(
+                lambda: _TcpConnection(self, None), host=host, port=port, reuse_address=True,
+            )
+            self._tcp_servers.append(server)
+            port = server.sockets[0].getsockname()[1]
+        self.local_address = (host, port)
+
+    async def close(self) -> None:
+        if self._timer is not None:
+            self._timer.cancel()
+        for server in self._tcp_servers:
+            server.close()
+        for conn in list(self._connections.values()):
+            conn.close()
+        for server in self._tcp_servers:
+            await server.wait_closed()
+        if self._udp is not None:
+            self._udp.close()
+
+    def now(self) -> float:
+        assert self._loop is not None
+        return self._loop.time()
+
+    # ----------------------------------------------------------------- receive path
+
+    def receive(self, data: bytes, source: Address, transport: str) -> None:
+        """One complete message (a datagram, or one framed out of a stream)."""
+        if len(data) > self.max_message_bytes:
+            self._malformed(data, source, transport, SipParseError("Message Too Large", 513))
+            return
+        try:
+            message = parse_message(data)
+        except SipParseError as err:
+            self._malformed(data, source, transport, err)
+            return
+        now = self.now()
+        try:
+            self.layer.receive(message, source, transport, now)
+        except SipParseError as err:
+            # The layer validates the few headers it reads (Via, CSeq) and rejects like the parser
+            self._malformed(data, source, transport, err)
+            return
+        self.pump(now)
+
+    def _malformed(self, data: bytes, source: Address, transport: str,
+                   err: SipParseError) -> None:
+        self.dropped_malformed += 1
+        log.debug("malformed message from %s:%s: %s", source[0], source[1], err)
+        response = error_response_bytes(data, err)
+        if response is not None:
+            self.send(Outgoing(response, source, transport))
+
+    def pump(self, now: float) -> None:
+        """Hand every pending event to the user, send what was queued, re-arm the timer."""
+        layer = self.layer
+        user = self.user
+        while (event := layer.next_event()) is not None:
+            user.handle_event(event, now)
+        for out in layer.datagrams_to_send():
+            self.send(out)
+        self._arm_timer()
+
+    def _arm_timer(self) -> None:
+        deadlines = [d for d in (self.layer.next_deadline(), self.user.next_deadline()) if d]
+        if not deadlines:
+            return
+        due = min(deadlines)
+        if self._timer_at is not None and self._timer_at <= due:
+            return  # an earlier wake-up is armed; it re-arms for the rest when it fires
+        if self._timer is not None:
+            self._timer.cancel()
+        assert self._loop is not None
+        self._timer_at = due
+        self._timer = self._loop.call_at(due, self._on_timer)
+
+    def _on_timer(self) -> None:
+        self._timer = None
+        self._timer_at = None
+        now = self.now()
+        try:
+            self.layer.handle_timers(now)
+            self.user.handle_timers(now)
+        except Exception:  # a bug in one timer must not stop every later timer
+            log.exception("fault while handling timers")
+        self.pump(now)
+
+    # ----------------------------------------------------------------- send path
+
+    def send(self, out: Outgoing) -> None:
+        if out.transport == "UDP":
+            if self._udp is not None:
+                self._udp.sendto(out.data, out.dest)
+            return
+        conn = self._connections.get(out.dest)
+        if conn is not None:
+            conn.write(out.data)
+            return
+        pending = self._connecting.get(out.dest)
+        if pending is not None:
+            pending.append(out.data)
+            return
+        self._connecting[out.dest] = [out.data]
+        assert self._loop is not None
+        self._loop.create_task(self._connect(out.dest))
+
+    async def _connect(self, dest: Address) -> None:
+        assert self._loop is not None
+        try:
+            await self._loop.create_connection(lambda: _TcpConnection(self, dest), dest[0], dest[1])
+        except OSError as err:
+            log.warning("TCP connect to %s:%s failed: %s", dest[0], dest[1], err)
+            self._connecting.pop(dest, None)
+            now = self.now()
+            self.layer.transport_error(dest, "TCP", now)
+            self.pump(now)
+
+    def _connection_made(self, conn: _TcpConnection, peer: Address) -> None:
+        self._connections[peer] = conn
+        for data in self._connecting.pop(peer, []):
+            conn.write(data)
+
+    def _connection_lost(self, conn: _TcpConnection, peer: Address | None) -> None:
+        if peer is not None and self._connections.get(peer) is conn:
+            del self._connections[peer]
+
+
+class _UdpProtocol(asyncio.DatagramProtocol):
+    def __init__(self, endpoint: SipEndpoint) -> None:
+        self.endpoint = endpoint
+
+    def datagram_received(self, data: bytes, addr: tuple[str | int, ...]) -> None:
+        if data.strip(b"\r\n") == b"":
+            return  # RFC 5626 §4.4.1 keep-alive; no answer over UDP without STUN
+        try:
+            self.endpoint.receive(data, (str(addr[0]), int(addr[1])), "UDP")
+        except Exception:  # the loop must survive anything a packet can trigger
+            log.exception("fault handling a UDP datagram")
+
+    def error_received(self, exc: Exception) -> None:
+        log.debug("UDP error: %s", exc)
+
+
+class _TcpConnection(asyncio.Protocol):
+    def __init__(self, endpoint: SipEndpoint, dest: Address | None) -> None:
+        self.endpoint = endpoint
+        self.peer: Address | None = dest
+        self.framer = StreamFramer(max_message_bytes=endpoint.max_message_bytes)
+        self.transport: asyncio.Transport | None = None
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        assert isinstance(transport, asyncio.Transport)
+        self.transport = transport
+        if self.peer is None:
+            peername = transport.get_extra_info("peername")
+            self.peer = (str(peername[0]), int(peername[1]))
+        self.endpoint._connection_made(self, self.peer)
+
+    def data_received(self, data: bytes) -> None:
+        assert self.peer is not None
+        try:
+            for item in self.framer.feed(data):
+                if isinstance(item, SipParseError):
+                    # Framing is lost (§18.3): answer if we can, then close the connection.
+                    self.endpoint._malformed(b"", self.peer, "TCP", item)
+                    self.close()
+                    return
+                self.endpoint.receive(item, self.peer, "TCP")
+            if self.framer.pong_needed and self.transport is not None:
+                self.transport.write(b"\r\n")  # RFC 5626 §4.4.1 CRLF keep-alive pong
+                self.framer.pong_needed = False
+        except Exception:
+            log.exception("fault handling TCP data from %s", self.peer)
+
+    def write(self, data: bytes) -> None:
+        if self.transport is not None and not self.transport.is_closing():
+            self.transport.write(data)
+
+    def close(self) -> None:
+        if self.transport is not None:
+            self.transport.close()
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self.endpoint._connection_lost(self, self.peer)
