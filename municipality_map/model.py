@@ -1,0 +1,89 @@
+"""Value objects of the routing data: services, centres, table rows and lookup results.
+
+Everything here is a frozen, slotted dataclass: a loaded table and the answers it gives are
+shared between concurrent calls and must never change under them.
+"""
+
+from __future__ import annotations
+
+import enum
+from dataclasses import dataclass
+from datetime import datetime
+
+
+class Service(enum.StrEnum):
+    """The emergency service a call is for; the value is the dialled number."""
+
+    AMK = "113"
+    """Medical emergency: the AMK centre (akuttmedisinsk kommunikasjonssentral)."""
+    LEGEVAKT = "116117"
+    """Out-of-hours doctor: the legevaktsentral."""
+
+
+@dataclass(frozen=True, slots=True)
+class Centre:
+    """A call centre that answers one service, with the SIP URIs that reach it."""
+
+    centre_id: str
+    """Unique id, referenced from the municipality rows (e.g. ``AMK-OSLO``)."""
+    name: str
+    """Display name."""
+    service: Service
+    """The one service this centre answers."""
+    uris: tuple[str, ...]
+    """SIP/SIPS URIs, in the order they are to be tried."""
+    backup_centre_id: str | None
+    """Centre of the same service to use when this one does not answer, if any."""
+
+
+@dataclass(frozen=True, slots=True)
+class MunicipalityRow:
+    """One row of ``municipalities.csv``: which centres serve a municipality."""
+
+    kommunenummer: str
+    """4-digit municipality number, leading zero kept (``0301``)."""
+    kommunenavn: str
+    """Name, for people; matching is always on the number."""
+    amk_id: str | None
+    """Centre answering 113, or None if the row leaves it empty."""
+    lvs_id: str | None
+    """Centre answering 116117, or None if the row leaves it empty."""
+    note: str
+    """Free text explaining anything special about the row."""
+
+    def centre_id(self, service: Service) -> str | None:
+        """The centre id this row names for ``service``."""
+        return self.amk_id if service is Service.AMK else self.lvs_id
+
+
+@dataclass(frozen=True, slots=True)
+class TableVersion:
+    """The contents of ``version.toml``: which table this is and when it takes effect."""
+
+    label: str
+    """Name of the version, e.g. ``sample-2024``."""
+    effective_at: datetime
+    """When the table takes effect; always timezone-aware."""
+    author: str
+    """Who made the table."""
+    comment: str
+    """What changed and why."""
+    municipality_list: str
+    """Label of the municipality list the table is checked against, e.g. ``2024``."""
+
+
+@dataclass(frozen=True, slots=True)
+class RouteLookup:
+    """The answer to "which centre serves this municipality number for this service?"."""
+
+    centre: Centre
+    """The centre to route to."""
+    kommunenummer: str
+    """Today's municipality number the answer is based on."""
+    requested: str
+    """The number as given; differs from ``kommunenummer`` for an old number."""
+    via_crosswalk: bool
+    """True if ``requested`` is a pre-2024 number translated through the crosswalk."""
+    ambiguous: bool
+    """True if ``requested`` is an old number whose area is now split between municipalities
+    served by different centres, so the answer is a best guess (the preferred part)."""
