@@ -8,6 +8,7 @@ Everything else travels as text. Each parser raises :class:`~sip.errors.SipParse
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass, field
 
 from .errors import SipParseError
@@ -22,15 +23,38 @@ BRANCH_MAGIC_COOKIE = "z9hG4bK"
 
 def is_token(text: str) -> bool:
     """True if ``text`` is a non-empty RFC 3261 §25.1 ``token``."""
-    return bool(text) and all(c in _TOKEN_CHARS for c in text)
+    return bool(text) and _TOKEN_CHARS.issuperset(text)
+
+
+def _is_ascii_digits(text: str) -> bool:
+    # str.isdigit() alone accepts "²" and other digits int() refuses: never hand those to int()
+    return text.isascii() and text.isdigit()
 
 
 def split_params(text: str, header: str) -> dict[str, str | None]:
     """Parse ``;name=value;flag`` parameters (leading ``;`` optional), quoted values allowed.
 
     Names are lower-cased (parameter names are case-insensitive, RFC 3261 §7.3.1); values keep
-    their case and have surrounding quotes removed.
+    their case and have surrounding quotes removed. LWS around ``;`` and ``=`` is allowed
+    (SEMI, EQUAL in §25.1); empty segments (``;;``) are skipped.
     """
+    if '"' in text:
+        return _split_params_quoted(text, header)
+    params: dict[str, str | None] = {}
+    for part in text.split(";"):
+        name, eq, value = part.partition("=")
+        name = name.strip(" \t")
+        if not name:
+            if eq:
+                raise SipParseError(f"Bad parameter in {header}")
+            continue
+        if not is_token(name):
+            raise SipParseError(f"Bad parameter in {header}")
+        params[name.lower()] = value.strip(" \t") if eq else None
+    return params
+
+
+def _split_params_quoted(text: str, header: str) -> dict[str, str | None]:
     params: dict[str, str | None] = {}
     i, n = 0, len(text)
     while i < n:
@@ -41,7 +65,7 @@ def split_params(text: str, header: str) -> dict[str, str | None]:
         start = i
         while i < n and text[i] not in "=;":
             i += 1
-        name = text[start:i].strip().lower()
+        name = text[start:i].strip(" \t").lower()
         if not name or not is_token(name):
             raise SipParseError(f"Bad parameter in {header}")
         value: str | None = None
@@ -53,11 +77,15 @@ def split_params(text: str, header: str) -> dict[str, str | None]:
                 end = _end_of_quoted(text, i, header)
                 value = _unquote(text[i + 1:end])
                 i = end + 1
+                while i < n and text[i] in " \t":
+                    i += 1
+                if i < n and text[i] != ";":
+                    raise SipParseError(f"Bad parameter in {header}")
             else:
                 start = i
                 while i < n and text[i] != ";":
                     i += 1
-                value = text[start:i].strip()
+                value = text[start:i].strip(" \t")
         params[name] = value
     return params
 
@@ -77,6 +105,10 @@ def format_params(params: dict[str, str | None]) -> str:
 
 def _end_of_quoted(text: str, start: int, header: str) -> int:
     """Index of the closing quote of the quoted-string opening at ``start``."""
+    end = text.find('"', start + 1)
+    backslash = text.find("\\", start + 1)
+    if end >= 0 and (backslash < 0 or backslash > end):
+        return end  # no quoted-pair before the closing quote: the common case
     i = start + 1
     while i < len(text):
         c = text[i]
@@ -133,37 +165,46 @@ class Via:
 
     @classmethod
     def parse(cls, value: str) -> Via:
-        """Parse a single Via value (the parser has already split comma lists)."""
-        proto, sep, rest = value.strip().partition(" ")
-        # "SIP / 2.0 / UDP" with LWS around the slashes is legal (RFC 4475 §3.1.1.1)
-        if not sep:
-            raise SipParseError("Bad Via header")
-        parts = [p.strip() for p in proto.split("/")]
-        while len(parts) < 3 and rest:
-            # LWS inside the protocol part: pull tokens until we have name/version/transport
-            nxt, _, rest = rest.strip().partition(" ")
-            if nxt.startswith("/"):
-                parts.extend(p.strip() for p in nxt[1:].split("/"))
-            elif parts[-1] == "":
-                parts[-1] = nxt
-            else:
-                parts.extend(p.strip() for p in nxt.split("/"))
-            parts = [p for p in parts if p != ""] + ([""] if nxt.endswith("/") else [])
-        parts = [p for p in parts if p]
-        if len(parts) != 3 or parts[0].upper() != "SIP" or not is_token(parts[2]):
-            raise SipParseError("Bad Via header")
-        sent_by, _, param_text = rest.strip().partition(";")
-        host, port = split_host_port(sent_by.strip(), "Via")
-        return cls(parts[2].upper(), host, port, split_params(param_text, "Via"))
+        """Parse a single Via value (the parser has already split comma lists).
+
+        LWS is legal around the slashes of sent-protocol, around the colon of sent-by and around
+        ``;`` and ``=`` of the parameters (RFC 3261 §25.1 SLASH, COLON, SEMI, EQUAL; RFC 4475
+        §3.1.1.1), so ``SIP / 2.0 / UDP host ; branch = z9hG4bK1`` parses.
+        """
+        text = value.strip(" \t")
+        proto, sep, rest = text.partition(" ")
+        parts = proto.split("/")
+        if len(parts) != 3 or "\t" in proto:
+            match = _VIA_PROTOCOL.match(text)
+            if match is None:
+                raise SipParseError("Bad Via header", detail=value[:200])
+            parts = [match[1], match[2], match[3]]
+            rest = text[match.end():]
+        elif not sep:
+            raise SipParseError("Bad Via header", detail=value[:200])
+        name, version, transport = parts
+        # sent-protocol = protocol-name SLASH protocol-version SLASH transport (§20.42)
+        if name.upper() != "SIP" or not is_token(version) or not is_token(transport):
+            raise SipParseError("Bad Via header", detail=value[:200])
+        sent_by, _, param_text = rest.partition(";")
+        sent_by = sent_by.strip(" \t")
+        if " " in sent_by or "\t" in sent_by:
+            sent_by = _LWS_AROUND_COLON.sub(":", sent_by)
+        host, port = split_host_port(sent_by, "Via")
+        return cls(transport.upper(), host, port, split_params(param_text, "Via"))
+
+
+_VIA_PROTOCOL = re.compile(r"([^ \t/]+)[ \t]*/[ \t]*([^ \t/]+)[ \t]*/[ \t]*([^ \t/;]+)[ \t]+")
+_LWS_AROUND_COLON = re.compile(r"[ \t]*:[ \t]*")
 
 
 def split_host_port(text: str, header: str) -> tuple[str, int | None]:
-    """Split ``host[:port]`` where host may be an IPv6 reference ``[…]``."""
+    """Split ``host[:port]`` where host may be an IPv6 reference ``[…]`` (RFC 5118)."""
     if not text:
         raise SipParseError(f"Missing host in {header}")
     if text.startswith("["):
         end = text.find("]")
-        if end < 0:
+        if end < 0 or not _IPV6_CHARS.issuperset(text[1:end]) or ":" not in text[1:end]:
             raise SipParseError(f"Bad IPv6 reference in {header}")
         host, rest = text[: end + 1], text[end + 1:]
         if not rest:
@@ -173,20 +214,17 @@ def split_host_port(text: str, header: str) -> tuple[str, int | None]:
         port_text = rest[1:]
     else:
         host, sep, port_text = text.partition(":")
+        if not host or not _HOST_CHARS.issuperset(host):
+            raise SipParseError(f"Bad host in {header}")
         if not sep:
-            return _check_host(host, header), None
-        host = _check_host(host, header)
-    port_text = port_text.strip()
-    if not port_text.isdigit() or not 0 < int(port_text) < 65536:
+            return host, None
+    if not _is_ascii_digits(port_text) or len(port_text) > 5 or int(port_text) > 65535:
         raise SipParseError(f"Bad port in {header}")
     return host, int(port_text)
 
 
-def _check_host(host: str, header: str) -> str:
-    host = host.strip()
-    if not host or any(c in host for c in " \t<>\"@;,"):
-        raise SipParseError(f"Bad host in {header}")
-    return host
+_IPV6_CHARS = frozenset("0123456789abcdefABCDEF:.")
+_HOST_CHARS = frozenset("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789-._")
 
 
 @dataclass(slots=True)
@@ -216,50 +254,67 @@ class NameAddr:
 
     @classmethod
     def parse(cls, value: str, header: str = "From") -> NameAddr:
-        """Parse one value; ``header`` names it in errors."""
-        text = value.strip()
+        """Parse one value; ``header`` names it in errors.
+
+        Strict where RFC 4475 says a message is invalid: an unquoted display name must be tokens
+        (§3.1.2.15: no ``Bell, Alexander <…>``), no LWS inside ``<>`` (§3.1.2.14), a URI with
+        ``,``, ``?`` or ``;`` must be in ``<>`` (§3.1.2.13), quotes must balance (§3.1.2.6).
+        """
+        text = value.strip(" \t")
         display: str | None = None
         if text.startswith('"'):
             end = _end_of_quoted(text, 0, header)
             display = _unquote(text[1:end])
-            text = text[end + 1:].strip()
+            text = text[end + 1:].lstrip(" \t")
             if not text.startswith("<"):
                 raise SipParseError(f"Bad {header} header")
         lt = text.find("<")
         if lt >= 0:
-            if display is None:
-                display = text[:lt].strip() or None
+            if lt > 0:
+                words = text[:lt].split()
+                if not all(is_token(word) for word in words):
+                    raise SipParseError(f"Bad display name in {header} header")
+                display = " ".join(words) or None
             gt = text.find(">", lt)
             if gt < 0:
                 raise SipParseError(f"Bad {header} header")
-            uri = text[lt + 1:gt].strip()
-            param_text = text[gt + 1:]
+            uri = text[lt + 1:gt]
+            param_text = text[gt + 1:].lstrip(" \t")
+            if param_text and param_text[0] != ";":
+                raise SipParseError(f"Bad {header} header")
         else:
             # addr-spec form: parameters after the URI belong to the header (§20.10)
             uri, _, param_text = text.partition(";")
-            uri = uri.strip()
-            if " " in uri or "," in uri or "?" in uri:
+            uri = uri.rstrip(" \t")
+            if "," in uri or "?" in uri:
                 raise SipParseError(f"Bad {header} header")
-        if not uri or ":" not in uri:
+        if not uri or ":" not in uri or " " in uri or "\t" in uri:
             raise SipParseError(f"Bad URI in {header} header")
         return cls(uri, display, split_params(param_text, header))
 
 
 def parse_cseq(value: str) -> tuple[int, str]:
-    """Parse ``CSeq: 4711 INVITE`` → ``(4711, "INVITE")`` (RFC 3261 §20.16)."""
-    number, _, method = value.strip().partition(" ")
-    method = method.strip()
-    if not number.isdigit() or len(number) > 10 or not is_token(method):
+    """Parse ``CSeq: 4711 INVITE`` → ``(4711, "INVITE")`` (RFC 3261 §20.16).
+
+    The number must fit 32 bits unsigned (§20.16; RFC 4475 §3.1.2.4). Values we *send* start
+    below 2**31 (§8.1.1.5), but a peer may legitimately have counted past it.
+    """
+    number, _, method = value.strip(" \t").replace("\t", " ").partition(" ")
+    method = method.strip(" ")
+    if not _is_ascii_digits(number) or len(number.lstrip("0")) > 10 or not is_token(method):
         raise SipParseError("Bad CSeq header")
     seq = int(number)
-    if seq >= 2**31:  # §8.1.1.5: must be less than 2**31
+    if seq > 0xFFFFFFFF:
         raise SipParseError("Bad CSeq header")
     return seq, method
 
 
 def parse_max_forwards(value: str) -> int:
-    """Parse Max-Forwards (RFC 3261 §20.22); 0–255 in practice."""
-    text = value.strip()
-    if not text.isdigit() or len(text) > 3:
+    """Parse Max-Forwards (RFC 3261 §20.22), leading zeros allowed (RFC 4475 §3.1.1.1).
+
+    Values above 255 are clamped to 255 (RFC 4475 §3.1.2.4 allows it); absurd lengths are a 400.
+    """
+    text = value.strip(" \t")
+    if not _is_ascii_digits(text) or len(text.lstrip("0")) > 10:
         raise SipParseError("Bad Max-Forwards header")
-    return int(text)
+    return min(int(text), 255)

@@ -80,6 +80,17 @@ class Headers:
         for name, value in items:
             self.add(name, value)
 
+    @classmethod
+    def _from_parsed(cls, items: list[tuple[str, str, str]]) -> Headers:
+        """Adopt ``(lower-case key, canonical name, value)`` triples already canonicalised.
+
+        For :mod:`sip.parser` only: it has resolved each name once and must not pay for it
+        again. ``key`` must be ``canonical_name(name).lower()``.
+        """
+        headers = cls.__new__(cls)
+        headers._items = items
+        return headers
+
     def add(self, name: str, value: str) -> None:
         """Append a field (after any fields of the same name)."""
         canon = canonical_name(name)
@@ -166,11 +177,18 @@ class Headers:
 
 
 def _serialise_headers(headers: Headers, body: bytes, lines: list[str]) -> None:
+    # Content-Length is always written from the actual body: where the first one stood (so a
+    # parsed message re-serialises in its own order), else last.
+    length = f"Content-Length: {len(body)}"
     for name, value in headers:
         if name == "Content-Length":
-            continue  # always written from the actual body, below
+            if length:
+                lines.append(length)
+                length = ""
+            continue
         lines.append(f"{name}: {value}")
-    lines.append(f"Content-Length: {len(body)}")
+    if length:
+        lines.append(length)
 
 
 class Request:
@@ -209,7 +227,7 @@ class Response:
     def __init__(self, status: int, reason: str = "", headers: Headers | None = None,
                  body: bytes = b"") -> None:
         self.status = status
-        """Status code 100–699."""
+        """Status code 100 to 699."""
         self.reason = reason or REASON_PHRASES.get(status, "")
         """Reason phrase (free text)."""
         self.headers = headers if headers is not None else Headers()
