@@ -45,6 +45,7 @@ from .transaction_base import (
     server_key,
     stamp_via,
     to_tag_of,
+    top_branch,
 )
 from .transaction_client import ClientInviteTransaction, start_client_transaction
 from .transaction_server import ServerInviteTransaction, ServerNonInviteTransaction
@@ -84,7 +85,7 @@ class TransactionLayer:
         if top is None or cseq_text is None:
             return  # §18.1.2: malformed responses are discarded
         try:
-            branch = Via.parse(top).branch
+            branch = top_branch(top)
             _, method = parse_cseq(cseq_text)
         except SipParseError:
             return
@@ -104,44 +105,25 @@ class TransactionLayer:
     def _receive_request(
         self, request: Request, source: tuple[str, int], transport: str, now: float
     ) -> None:
-        headers = request.headers
-        top = headers.get("Via")
-        if top is None:
-            raise SipParseError("Missing Via header")
-        cseq_text = headers.get("CSeq")
-        if cseq_text is None:
-            raise SipParseError("Missing CSeq header")
-        via = Via.parse(top)
-        cseq, cseq_method = parse_cseq(cseq_text)
+        via, top, cseq = _read_top_via_and_cseq(request, source)
         method = request.method
-        if cseq_method != method:
-            raise SipParseError("CSeq method does not match the request method")
-        if stamp_via(via, source):  # §18.2.1, RFC 3581 §4, before anything else
-            _replace_top_via(headers, via.to_str())
-
         branch = via.branch
         compat: Rfc2543Match | None = None
         to_tag = ""
         if not has_magic_cookie(branch):
             compat = Rfc2543Match(request, cseq, top)
             to_tag = to_tag_of(request)
-
-        def key_for(m: str) -> str:
-            if compat is None:
-                assert branch is not None
-                return server_key(branch, via, m)
-            return compat.key(m, to_tag)
-
         table = self._table
+
         if method == "ACK":  # §17.2.3: an ACK matches the INVITE it acknowledges
-            inv = table.servers.get(key_for("INVITE"))
+            inv = table.servers.get(_server_key(via, compat, to_tag, "INVITE"))
             if isinstance(inv, ServerInviteTransaction):
                 inv.on_ack(request, source, transport, table, now)
             else:
                 self._receive_ack_for_2xx(request, cseq, source, transport)
             return
 
-        key = key_for(method)
+        key = _server_key(via, compat, to_tag, method)
         tx = table.servers.get(key)
         if tx is not None:
             tx.on_retransmission(table)
@@ -151,7 +133,7 @@ class TransactionLayer:
         new: ServerTransaction
         if method == "INVITE":
             new = ServerInviteTransaction(key, request, cseq, dest, transport, compat)
-            if table.trying_delay is not None:
+            if table.trying_delay is not None:  # §17.2.1: the 200 ms rule for 100 Trying
                 table.heap.arm(new, RETRANSMIT, now + table.trying_delay)
         else:
             new = ServerNonInviteTransaction(key, method, dest, transport)
@@ -159,7 +141,7 @@ class TransactionLayer:
         table.live[new.kind] += 1
         if method == "CANCEL":
             # §9.2: the CANCEL finds its INVITE by the same rules, method aside.
-            inv = table.servers.get(key_for("INVITE"))
+            inv = table.servers.get(_server_key(via, compat, to_tag, "INVITE"))
             invite_tx = inv.key if isinstance(inv, ServerInviteTransaction) else None
             table.emit(CancelReceived(request, key, invite_tx, source, transport))
         else:
@@ -191,7 +173,7 @@ class TransactionLayer:
         if request.method == "ACK":
             raise SipUsageError("an ACK is not a transaction: use send_ack")
         top = request.headers.get("Via")
-        branch = Via.parse(top).branch if top is not None else None
+        branch = top_branch(top) if top is not None else None
         if branch is None or not has_magic_cookie(branch):
             raise SipUsageError("send_request needs a top Via with a z9hG4bK branch")
         return start_client_transaction(self._table, request, branch, dest, transport, now)
@@ -305,6 +287,34 @@ class TransactionLayer:
     def pending_acks(self) -> int:
         """2xx responses sent and not yet ACKed."""
         return len(self._table.awaiting_ack)
+
+
+def _read_top_via_and_cseq(request: Request, source: tuple[str, int]) -> tuple[Via, str, int]:
+    """Check the two headers the layer reads and stamp the top Via; raise SipParseError (a 400)
+    before any state changes. Returns the stamped Via, its text as received, the CSeq number."""
+    headers = request.headers
+    top = headers.get("Via")
+    if top is None:
+        raise SipParseError("Missing Via header")
+    cseq_text = headers.get("CSeq")
+    if cseq_text is None:
+        raise SipParseError("Missing CSeq header")
+    via = Via.parse(top)
+    cseq, cseq_method = parse_cseq(cseq_text)
+    if cseq_method != request.method:
+        raise SipParseError("CSeq method does not match the request method")
+    if stamp_via(via, source):  # §18.2.1, RFC 3581 §4, before anything else
+        _replace_top_via(headers, via.to_str())
+    return via, top, cseq
+
+
+def _server_key(via: Via, compat: Rfc2543Match | None, to_tag: str, method: str) -> str:
+    """§17.2.3: branch + sent-by + method, or the RFC 2543 fields when there is no cookie."""
+    if compat is not None:
+        return compat.key(method, to_tag)
+    branch = via.branch
+    assert branch is not None  # has_magic_cookie() held
+    return server_key(branch, via, method)
 
 
 def _replace_top_via(headers: Headers, value: str) -> None:

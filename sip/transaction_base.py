@@ -19,7 +19,7 @@ from typing import TYPE_CHECKING
 
 from .errors import SipParseError
 from .events import Outgoing, TransactionEvent
-from .headers import BRANCH_MAGIC_COOKIE, NameAddr, Via
+from .headers import BRANCH_MAGIC_COOKIE, NameAddr, Via, is_token
 from .message import Headers, Request, Response
 from .timers import EXPIRE, DeadlineHeap, TimerConfig
 
@@ -238,7 +238,7 @@ class Rfc2543Match:
     def __init__(self, request: Request, cseq: int, via_text: str) -> None:
         self.call_id = request.headers.get("Call-ID") or ""
         self.cseq = cseq
-        self.from_tag = _tag_of(request.headers.get("From"))
+        self.from_tag = tag_of(request.headers.get("From"))
         self.uri = request.uri
         self.via = via_text.strip()
 
@@ -251,12 +251,39 @@ class Rfc2543Match:
 
 def to_tag_of(message: Request | Response) -> str:
     """The To tag, ``""`` when there is none (or To does not parse)."""
-    return _tag_of(message.headers.get("To"))
+    return tag_of(message.headers.get("To"))
 
 
-def _tag_of(value: str | None) -> str:
-    if value is None or "tag" not in value.lower():
-        return ""  # cheap exit: no tag parameter at all
+# The two helpers below read one parameter without building the whole structured view (they
+# run on every message): the common spelling (";branch=", ";tag=", no quotes) is sliced out
+# directly, anything else goes through sip.headers. On well-formed values they agree with it
+# (tests/sip/test_transaction_matching.py checks that).
+
+
+def top_branch(via_value: str) -> str | None:
+    """The ``branch`` of one Via value (``None`` if absent); raises SipParseError if malformed."""
+    at = via_value.find(";branch=")
+    if at >= 0 and '"' not in via_value:
+        branch = via_value[at + 8 :].partition(";")[0].strip(" \t")
+        if is_token(branch):
+            return branch
+    return Via.parse(via_value).branch
+
+
+def tag_of(value: str | None) -> str:
+    """The ``tag`` parameter of a From/To value, ``""`` when absent or unparseable."""
+    if value is None:
+        return ""
+    gt = value.rfind(">")
+    if gt >= 0 or "<" not in value:  # otherwise malformed: let NameAddr.parse say so
+        tail = value[gt + 1 :]  # header parameters follow the name-addr / addr-spec (§20.10)
+        at = tail.find(";tag=")
+        if at >= 0 and '"' not in tail:
+            tag = tail[at + 5 :].partition(";")[0].strip(" \t")
+            if is_token(tag):
+                return tag
+        if "tag" not in tail.lower():
+            return ""
     try:
         return NameAddr.parse(value, "To").tag or ""
     except SipParseError:
