@@ -108,6 +108,24 @@ def parse_message(data: bytes, *, stream: bool = False,
         raise SipParseError("Request Entity Too Large", 413, detail=f"{len(data)} bytes")
     if data[:1] in (b"\r", b"\n"):
         data = data.lstrip(b"\r\n")  # CRLFs before the start line are ignored (§7.5)
+    lines, body_start = _head_lines(data, stream, limits)
+    items, singles, duplicate = _header_fields(lines)
+    if len(items) > limits.max_headers:
+        raise SipParseError("Too many header fields", detail=f"{len(items)} values")
+    message = _start_line(lines[0], Headers._from_parsed(items))
+    try:
+        if duplicate is not None:  # §7.3.1; RFC 4475 §3.3.8, §3.3.9
+            raise SipParseError(f"Multiple {duplicate} headers")
+        _check_headers(message, singles, items)
+        message.body = _body(data, body_start, singles.get("content-length"), stream)
+    except SipParseError as exc:
+        exc.partial = message
+        raise
+    return message
+
+
+def _head_lines(data: bytes, stream: bool, limits: ParserLimits) -> tuple[list[str], int]:
+    """The start line and header lines (unfolded), and where the body starts."""
     end = data.find(b"\r\n\r\n")
     if end >= 0:
         head_bytes, body_start = data[:end], end + 4
@@ -134,9 +152,16 @@ def parse_message(data: bytes, *, stream: bool = False,
         raise SipParseError("Too many header fields", detail=f"{len(lines) - 1} lines")
     if len(head) > limits.max_line_chars and max(map(len, lines)) > limits.max_line_chars:
         raise SipParseError("Header line too long")
+    return lines, body_start
 
+
+def _header_fields(lines: list[str]) -> tuple[list[tuple[str, str, str]], dict[str, str],
+                                              str | None]:
+    """Header entries (key, canonical name, value), the single-valued ones by key, and the
+    name of a single-valued header that appeared twice (reported once the message exists)."""
     items: list[tuple[str, str, str]] = []
     singles: dict[str, str] = {}
+    duplicate: str | None = None
     cache = _NAME_CACHE
     for line in lines[1:]:
         raw, colon, value = line.partition(":")
@@ -151,20 +176,11 @@ def parse_message(data: bytes, *, stream: bool = False,
             continue
         if key in _SINGLE:
             if key in singles:
-                raise SipParseError(f"Multiple {canon} headers")
-            singles[key] = value
+                duplicate = duplicate or canon
+            else:
+                singles[key] = value
         items.append((key, canon, value))
-
-    if len(items) > limits.max_headers:
-        raise SipParseError("Too many header fields", detail=f"{len(items)} values")
-    message = _start_line(lines[0], Headers._from_parsed(items))
-    try:
-        _check_headers(message, singles, items)
-        message.body = _body(data, body_start, singles.get("content-length"), stream)
-    except SipParseError as exc:
-        exc.partial = message
-        raise
-    return message
+    return items, singles, duplicate
 
 
 def _unfold(lines: list[str]) -> list[str]:

@@ -230,6 +230,11 @@ def test_header_errors_carry_the_partial_request() -> None:
     assert isinstance(err.partial, Request) and err.partial.method == "INVITE"
     assert err.partial.headers.get("Call-ID") is not None
     assert _error(b"garbage\r\n\r\n").partial is None
+    # a duplicated single header is still answered (RFC 4475 §3.3.8 wants a 400 back)
+    twice = _error(_replace(INVITE, b"CSeq: 1 INVITE", b"CSeq: 1 INVITE\r\nCSeq: 2 INVITE"))
+    response = make_error_response(twice)
+    assert response is not None and (response.status, response.reason) == (
+        400, "Multiple CSeq headers")
 
 
 def test_limits() -> None:
