@@ -7,6 +7,7 @@ from test_transaction_support import CENTRE, Harness, first_line, parse_wire, re
 
 from sip.events import ResponseReceived, TransactionTimedOut, TransportFailed
 from sip.message import Request, Response
+from sip.parser import validate_request
 from sip.transaction import TransactionState
 
 INVITE_RETRANSMITS = [0.5, 1.5, 3.5, 7.5, 15.5, 31.5]  # Timer A: T1, doubling, until B = 32
@@ -85,6 +86,7 @@ def test_non_2xx_final_is_acked_and_retransmitted_final_re_acked_until_timer_d(
     # §17.1.1.3: the ACK, field by field
     ack = parse_wire(ack_out.data)
     assert isinstance(ack, Request) and ack.method == "ACK" and ack.uri == inv.uri
+    validate_request(ack)  # what a UAS checks (§8.2) passes
     assert ack.headers.get_all("Via") == inv.headers.get_all("Via")[:1]
     assert ack.headers.get("From") == inv.headers.get("From")
     assert ack.headers.get("To") == busy.headers.get("To")
@@ -318,6 +320,7 @@ def test_cancel_after_provisional_is_sent_at_once(harness: Harness) -> None:
     ((_, out),) = harness.take_sent()
     cancel = parse_wire(out.data)
     assert isinstance(cancel, Request) and cancel.method == "CANCEL" and out.dest == CENTRE
+    validate_request(cancel)
     assert cancel.uri == inv.uri
     assert cancel.headers.get_all("Via") == inv.headers.get_all("Via")[:1]
     for name in ("From", "To", "Call-ID"):

@@ -1,7 +1,7 @@
 """Helpers for the transaction-layer transcript tests (imported by them; holds no tests).
 
-Message builders, a fake clock (:class:`Harness`) and a tiny wire reader for the messages the
-layer builds itself (ACK, CANCEL, 100 Trying) until sip.parser lands. No test sleeps: the
+Message builders, a fake clock (:class:`Harness`) and :func:`parse_wire` to read back what the
+layer sent. No test sleeps: the
 harness walks the clock from deadline to deadline. It lives in a ``test_*`` module rather than
 in conftest.py because conftest modules are not importable by name (every folder has one).
 """
@@ -13,6 +13,7 @@ from dataclasses import dataclass, field
 
 from sip.events import Outgoing, TransactionEvent
 from sip.message import Headers, Message, Request, Response, make_response
+from sip.parser import parse_message
 from sip.timers import TimerConfig
 from sip.transaction import TransactionLayer
 
@@ -80,17 +81,9 @@ def _cseq_number(req: Request) -> int:
 
 
 def parse_wire(data: bytes) -> Message:
-    """Read back a message the layer serialised (one header per line, no folding)."""
-    head, _, body = data.partition(b"\r\n\r\n")
-    lines = head.decode().split("\r\n")
-    start = lines[0].split(" ", 2)
-    headers = Headers()
-    for line in lines[1:]:
-        name, _, value = line.partition(":")
-        headers.add(name.strip(), value.strip())
-    if start[0] == "SIP/2.0":
-        return Response(int(start[1]), start[2], headers, body)
-    return Request(start[0], start[1], headers, body)
+    """Read back a message the layer serialised, with the real parser (so what the layer builds
+    itself, ACK, CANCEL, 100 Trying, is checked to be well-formed too)."""
+    return parse_message(data)
 
 
 def first_line(data: bytes) -> str:
