@@ -270,7 +270,8 @@ def _check_headers(message: Request | Response, singles: dict[str, str],
                 raise SipParseError("Missing Via header")
         elif name.lower() not in singles:
             raise SipParseError(f"Missing {name} header")
-    if not singles["call-id"] or " " in singles["call-id"]:
+    call_id = singles["call-id"]
+    if not call_id or " " in call_id or "\t" in call_id:
         raise SipParseError("Bad Call-ID header")
     _, method = parse_cseq(singles["cseq"])
     if isinstance(message, Request):
@@ -430,6 +431,14 @@ _CONTENT_LENGTH = re.compile(rb"^(?:content-length|l)[ \t]*:[ \t]*([^\r\n]*)",
                              re.IGNORECASE | re.MULTILINE)
 
 
+def _partial(head: bytes) -> Request | Response | None:
+    """The header section as a message, so a framing error can still be answered."""
+    try:
+        return parse_message(head + _HEADER_END)
+    except SipParseError as exc:
+        return exc.partial
+
+
 class StreamFramer:
     """Cuts a TCP/TLS byte stream into SIP messages (RFC 3261 §18.3).
 
@@ -530,7 +539,8 @@ class StreamFramer:
         lengths = _CONTENT_LENGTH.findall(head.replace(b"\r\n ", b" ").replace(b"\r\n\t", b" "))
         if not lengths:
             raise SipParseError("Missing Content-Length header",
-                                detail="required on stream transports (RFC 3261 §18.3)")
+                                detail="required on stream transports (RFC 3261 §18.3)",
+                                partial=_partial(head))
         values = {value.strip(b" \t") for value in lengths}
         if len(values) != 1:
             raise SipParseError("Multiple Content-Length headers")

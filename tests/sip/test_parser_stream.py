@@ -86,6 +86,9 @@ def test_missing_content_length_breaks_the_stream() -> None:
     err = items[1]
     assert isinstance(err, SipParseError) and err.reason == "Missing Content-Length header"
     assert len(items) == 2 and framer.broken
+    response = make_error_response(err)  # answered before the connection is closed
+    assert response is not None and (response.status, response.reason) == (
+        400, "Missing Content-Length header")
     with pytest.raises(SipUsageError):
         framer.feed(RINGING)
 
