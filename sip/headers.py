@@ -256,9 +256,12 @@ class NameAddr:
     def parse(cls, value: str, header: str = "From") -> NameAddr:
         """Parse one value; ``header`` names it in errors.
 
-        Strict where RFC 4475 says a message is invalid: an unquoted display name must be tokens
-        (§3.1.2.15: no ``Bell, Alexander <…>``), no LWS inside ``<>`` (§3.1.2.14), a URI with
-        ``,``, ``?`` or ``;`` must be in ``<>`` (§3.1.2.13), quotes must balance (§3.1.2.6).
+        Strict where RFC 4475 says a message is invalid and the value would be ambiguous: an
+        unquoted display name with a comma or quote (§3.1.2.15: ``Bell, Alexander <…>`` reads
+        as two list elements), LWS inside ``<>`` (§3.1.2.14), a URI with ``,``, ``?`` or ``;``
+        outside ``<>`` (§3.1.2.13), unbalanced quotes (§3.1.2.6). Lenient on other non-token
+        characters in an unquoted display name (``Ola (mobil)``, ``Ørjan``, sent by real
+        gateways): refusing an emergency call over a caller's name helps no one.
         """
         text = value.strip(" \t")
         display: str | None = None
@@ -272,7 +275,7 @@ class NameAddr:
         if lt >= 0:
             if lt > 0:
                 words = text[:lt].split()
-                if not all(is_token(word) for word in words):
+                if any('"' in word or "," in word for word in words):
                     raise SipParseError(f"Bad display name in {header} header")
                 display = " ".join(words) or None
             gt = text.find(">", lt)

@@ -50,7 +50,9 @@ LIST_HEADERS = frozenset({
 
 # At most one of each (RFC 3261 §7.3.1, RFC 4475 §3.3.8, §3.3.9).
 _SINGLE = frozenset({"call-id", "cseq", "from", "to", "max-forwards", "content-length"})
-_MANDATORY = ("Call-ID", "CSeq", "From", "To", "Via")  # §8.1.1 (Max-Forwards: see below)
+# §8.1.1. Max-Forwards is not among them: RFC 2543 peers omit it (RFC 4475 §3.4.1), and
+# check_max_forwards treats a missing one as "no limit".
+_MANDATORY = ("Call-ID", "CSeq", "From", "To", "Via")
 
 _VERSION = "SIP/2.0"
 _VERSION_SYNTAX = re.compile(r"SIP/[0-9]+\.[0-9]+", re.IGNORECASE)
@@ -275,7 +277,7 @@ def _check_headers(message: Request | Response, singles: dict[str, str],
         raise SipParseError("Bad Call-ID header")
     _, method = parse_cseq(singles["cseq"])
     if isinstance(message, Request):
-        if method != message.method:  # §8.2.2... RFC 4475 §3.1.2.17
+        if method != message.method:  # §8.1.1.5; RFC 4475 §3.1.2.17, §3.1.2.18
             raise SipParseError("CSeq method mismatch")
         try:
             parse_uri(message.uri)

@@ -116,6 +116,9 @@ def test_via_branch() -> None:
     ("<sip:x@y;lr>", "sip:x@y;lr", None, {}),
     ("sip:x@y;tag=3;expires=60", "sip:x@y", None, {"tag": "3", "expires": "60"}),
     ("tel:+47113", "tel:+47113", None, {}),
+    # not tokens, but unambiguous: accepted (robustness for emergency calls)
+    ("Ola (mobil) <sip:ola@x>", "sip:ola@x", "Ola (mobil)", {}),
+    ("\u00d8rjan \u00c5s <sip:o@x>", "sip:o@x", "\u00d8rjan \u00c5s", {}),
 ])
 def test_name_addr_parse(text: str, uri: str, display: str | None,
                          params: dict[str, str | None]) -> None:
@@ -128,6 +131,7 @@ def test_name_addr_parse(text: str, uri: str, display: str | None,
     ('"Mr. J. User <sip:j.user@example.com>', "Unterminated quoted string in To"),
     ('"Watson, Thomas" < sip:t.watson@example.org >', "Bad URI in To header"),
     ("Watson, Thomas <sip:t.watson@example.org>", "Bad display name in To header"),
+    ('Wat"son <sip:t.watson@example.org>', "Bad display name in To header"),
     ("sip:user@example.com?Route=%3Csip:sip.example.com%3E", "Bad To header"),
     ("<sip:a@b> junk", "Bad To header"),
     ("<sip:a@b", "Bad To header"),
