@@ -140,9 +140,11 @@ def _head_lines(data: bytes, stream: bool, limits: ParserLimits) -> tuple[list[s
         else:
             raise SipParseError("Missing empty line after headers")
     try:
-        head = head_bytes.decode("utf-8")
-    except UnicodeDecodeError as exc:  # §7.3.1: header text is UTF-8
-        raise SipParseError("Bad header encoding", detail=str(exc)) from None
+        head = head_bytes.decode("utf-8")  # §7.3.1: header text is UTF-8
+    except UnicodeDecodeError:
+        # Old ISDN gateways send ISO-8859-1 display names. Read them as such rather than
+        # refuse an emergency call over its caller's name; we re-send them as UTF-8.
+        head = head_bytes.decode("latin-1")
     lines = head.split("\r\n")
     if head.count("\n") != len(lines) - 1 or head.count("\r") != len(lines) - 1:
         lines = _LINE_END.split(head)

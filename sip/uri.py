@@ -68,9 +68,13 @@ def _decode(text: str, allowed: frozenset[str], what: str, whole: str) -> str:
     return unquote(text, errors="surrogateescape")
 
 
+_SAFE_SETS: dict[str, frozenset[str]] = {
+    safe: frozenset(safe) for safe in (_USER_SAFE, _PASSWORD_SAFE, _PARAM_SAFE, _HEADER_SAFE)}
+
+
 def _encode(text: str, safe: str) -> str:
     """Percent-encode what ``safe`` does not allow (inverse of :func:`_decode`)."""
-    if all(c in safe for c in text):
+    if _SAFE_SETS[safe].issuperset(text):
         return text
     return quote(text, safe=safe, errors="surrogateescape")
 
