@@ -29,8 +29,9 @@ from sip.events import (
     TransportFailed,
 )
 from sip.headers import NameAddr
+from sip.ids import new_tag
 from sip.message import Request, make_response
-from sip.parser import check_max_forwards
+from sip.parser import check_max_forwards, check_require, validate_request
 from sip.transaction import TransactionLayer
 
 from . import legs
@@ -42,6 +43,9 @@ from .resolve import dialled_service
 log = logging.getLogger("nodrute.b2bua")
 
 Network = ipaddress.IPv4Network | ipaddress.IPv6Network
+
+SUPPORTED_EXTENSIONS: frozenset[str] = frozenset()
+"""Option tags we accept in Require (RFC 3261 §8.2.2.3); none yet, so 100rel etc. get 420."""
 
 
 class B2bua:
@@ -186,10 +190,13 @@ class B2bua:
         request = event.request
         assert event.tx is not None
         try:
+            validate_request(request)
             check_max_forwards(request)
+            check_require(request, SUPPORTED_EXTENSIONS)
             dialled = dialled_service(request)
         except SipParseError as err:
-            self._respond(event.tx, request, err.status, now, reason=err.reason)
+            self._respond(event.tx, request, err.status, now, reason=err.reason,
+                          extra=err.extra_headers)
             return
         if dialled is None:
             self.counters["rejected:not_emergency_number"] += 1
@@ -224,8 +231,6 @@ class B2bua:
 
     def _respond(self, tx: str, request: Request, status: int, now: float, *,
                  reason: str = "", extra: list[tuple[str, str]] | None = None) -> None:
-        from sip.ids import new_tag
-
         to_tag = None if status == 100 or _to_tag(request) else new_tag()
         response = make_response(request, status, reason, to_tag=to_tag, extra=extra or [])
         self.layer.send_response(tx, response, now)

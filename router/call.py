@@ -127,7 +127,8 @@ class Call:
         self.record.centre_id = centre.centre_id
         self.record.municipality = choice.lookup.kommunenummer if choice.lookup else None
         if choice.lookup and choice.lookup.via_crosswalk:
-            self.record.notes.append(f"old code {choice.requested} -> {choice.lookup.kommunenummer}")
+            self.record.notes.append(
+                f"old code {choice.requested} -> {choice.lookup.kommunenummer}")
         if choice.source is LocationSource.DEFAULT:
             self.host.note_default_route(service, choice.requested is not None)
         self._dial(centre, centre.uris[0], choice.source, now)
@@ -289,7 +290,7 @@ class Call:
                            now: float) -> None:
         relay = self.relays.pop(tx, None)
         if relay is not None:
-            from_leg, server_tx, request = relay
+            _, server_tx, request = relay
             self.host.layer.send_response(server_tx, make_response(request, status), now)
             return
         if tx == self.centre_tx and self.state in (CallState.CALLING, CallState.EARLY):

@@ -38,7 +38,7 @@ class SipSettings(_Section):
     advertised_host: str | None = None
     """Host put in Via/Contact; defaults to ``host`` (set it when binding 0.0.0.0)."""
     t1_s: float = Field(0.5, gt=0)
-    """RFC 3261 T1 (round-trip estimate); timers A–K derive from T1/T2/T4."""
+    """RFC 3261 T1 (round-trip estimate); timers A-K derive from T1/T2/T4."""
     t2_s: float = Field(4.0, gt=0)
     t4_s: float = Field(5.0, gt=0)
     user_agent: str = "nodrute/0.1"

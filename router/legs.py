@@ -124,10 +124,9 @@ def relay_response(
         headers.add("Contact", contact)
         headers.add("Allow", ALLOW)
     copy_headers(centre_response.headers, RESPONSE_PASS_THROUGH, headers)
-    if status != centre_response.status or status >= 300:
+    if (status != centre_response.status or status >= 300) and "Reason" not in headers:
         # RFC 3326: tell the caller's side what the centre actually said.
-        if "Reason" not in headers:
-            headers.add("Reason", reason_value(centre_response.status, centre_response.reason))
+        headers.add("Reason", reason_value(centre_response.status, centre_response.reason))
     reason = centre_response.reason if status == centre_response.status else ""
     return Response(status, reason, headers, centre_response.body)
 

@@ -1,10 +1,12 @@
 """Stateless error responses to requests that did not parse (RFC 3261 §8.2, §18.2.1).
 
 A request the strict parser rejected still deserves its 400/505/416 so that the sender stops
-retransmitting and a person reading a trace sees why. This module reads such bytes leniently —
-only the headers a response must echo (Via, From, To, Call-ID, CSeq) — and builds the response,
-or gives up (returns ``None``) when even those are missing, when the bytes are a response
-(§18.1.2: malformed responses are dropped), or when the request is an ACK (never answered).
+retransmitting and a person reading a trace sees why. When the parser got as far as the header
+section, :func:`sip.parser.make_error_response` answers from that partial message; when it did
+not (a broken header line, say), this module reads the bytes leniently — only the headers a
+response must echo (Via, From, To, Call-ID, CSeq). It gives up (returns ``None``) when even those
+are missing, when the bytes are a response (§18.1.2: malformed responses are dropped), or when
+the request is an ACK (never answered).
 """
 
 from __future__ import annotations
@@ -12,6 +14,7 @@ from __future__ import annotations
 from .errors import SipParseError
 from .ids import new_tag
 from .message import COMPACT_FORMS, Headers, Response
+from .parser import make_error_response
 
 _ECHOED = ("via", "from", "to", "call-id", "cseq")
 _COMPACT = {short: full.lower() for short, full in COMPACT_FORMS.items()}
@@ -19,6 +22,9 @@ _COMPACT = {short: full.lower() for short, full in COMPACT_FORMS.items()}
 
 def error_response_bytes(data: bytes, err: SipParseError) -> bytes | None:
     """Bytes of the error response to send for malformed ``data``, or ``None`` to drop it."""
+    if err.partial is not None:
+        response = make_error_response(err)
+        return response.to_bytes() if response is not None else None
     if data.startswith(b"SIP/") or not data:
         return None
     head = data.split(b"\r\n\r\n", 1)[0].split(b"\n\n", 1)[0]

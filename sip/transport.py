@@ -20,7 +20,7 @@ from typing import Protocol
 
 from .errors import SipParseError
 from .events import Outgoing
-from .parser import StreamFramer, parse_message
+from .parser import DEFAULT_LIMITS, ParserLimits, StreamFramer, parse_message
 from .stateless import error_response_bytes
 from .transaction import TransactionLayer
 
@@ -51,10 +51,10 @@ class _NullUser:
 class SipEndpoint:
     """Listens on UDP and/or TCP, feeds the transaction layer, sends what it queues."""
 
-    def __init__(self, layer: TransactionLayer, *, max_message_bytes: int = 65_535) -> None:
+    def __init__(self, layer: TransactionLayer, *, limits: ParserLimits = DEFAULT_LIMITS) -> None:
         self.layer = layer
         self.user: TransactionUser = _NullUser()
-        self.max_message_bytes = max_message_bytes
+        self.limits = limits
         self._loop: asyncio.AbstractEventLoop | None = None
         self._udp: asyncio.DatagramTransport | None = None
         self._tcp_servers: list[asyncio.Server] = []
@@ -107,11 +107,8 @@ class SipEndpoint:
 
     def receive(self, data: bytes, source: Address, transport: str) -> None:
         """One complete message (a datagram, or one framed out of a stream)."""
-        if len(data) > self.max_message_bytes:
-            self._malformed(data, source, transport, SipParseError("Message Too Large", 513))
-            return
         try:
-            message = parse_message(data)
+            message = parse_message(data, stream=transport != "UDP", limits=self.limits)
         except SipParseError as err:
             self._malformed(data, source, transport, err)
             return
@@ -226,7 +223,7 @@ class _TcpConnection(asyncio.Protocol):
     def __init__(self, endpoint: SipEndpoint, dest: Address | None) -> None:
         self.endpoint = endpoint
         self.peer: Address | None = dest
-        self.framer = StreamFramer(max_message_bytes=endpoint.max_message_bytes)
+        self.framer = StreamFramer(endpoint.limits)
         self.transport: asyncio.Transport | None = None
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
@@ -243,7 +240,7 @@ class _TcpConnection(asyncio.Protocol):
             for item in self.framer.feed(data):
                 if isinstance(item, SipParseError):
                     # Framing is lost (§18.3): answer if we can, then close the connection.
-                    self.endpoint._malformed(b"", self.peer, "TCP", item)
+                    self.endpoint._malformed(b"TCP", self.peer, "TCP", item)
                     self.close()
                     return
                 self.endpoint.receive(item, self.peer, "TCP")

@@ -1,0 +1,7 @@
+"""Fixtures for the router tests (the harness itself is in b2bua_harness.py)."""
+
+from __future__ import annotations
+
+from b2bua_harness import centre_uris, harness, snapshot, table_rows
+
+__all__ = ["centre_uris", "harness", "snapshot", "table_rows"]
