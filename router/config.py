@@ -33,7 +33,8 @@ class SipSettings(_Section):
 
     host: str = "127.0.0.1"
     """Address to bind UDP and TCP listeners to."""
-    port: int = Field(5060, ge=1, le=65535)
+    port: int = Field(5060, ge=0, le=65535)
+    """Listen port for UDP and TCP; 0 picks a free one (tests)."""
     transports: list[Literal["udp", "tcp"]] = ["udp", "tcp"]
     advertised_host: str | None = None
     """Host put in Via/Contact; defaults to ``host`` (set it when binding 0.0.0.0)."""
