@@ -2,8 +2,8 @@
 
 Helpers live in ``sipp_harness.py`` (SIPp processes, message traces, statistics),
 ``router_process.py`` (``nodrute serve`` and a raw OPTIONS probe) and ``expected_routing.py``
-(where a call should land, from the committed CSV files). Every test here needs ``sipp``
-(Debian package sip-tester; ``make test`` installs it) and is skipped without it.
+(where a call should land, from the committed CSV files). A test that uses SIPp needs
+``sipp`` (Debian package sip-tester; ``make test`` installs it) and is skipped without it.
 """
 
 from __future__ import annotations
@@ -13,13 +13,7 @@ from pathlib import Path
 
 import pytest
 from router_process import RunningRouter, running_router
-from sipp_harness import SippFleet, free_port, sipp_binary
-
-
-@pytest.fixture(autouse=True)
-def _require_sipp() -> None:
-    if sipp_binary() is None:
-        pytest.skip("sipp is not installed (Debian package sip-tester; `make deps` installs it)")
+from sipp_harness import SIPP_MISSING, SippFleet, free_port, sipp_binary
 
 
 @pytest.fixture
@@ -40,7 +34,8 @@ def router(tmp_path: Path) -> Iterator[RunningRouter]:
 def sipp(tmp_path: Path) -> Iterator[SippFleet]:
     """Starts SIPp UAS/UAC instances in folders under tmp_path; stops leftovers afterwards."""
     binary = sipp_binary()
-    assert binary is not None
+    if binary is None:
+        pytest.skip(SIPP_MISSING)
     fleet = SippFleet(tmp_path / "sipp", binary)
     try:
         yield fleet

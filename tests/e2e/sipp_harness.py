@@ -22,6 +22,7 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[2]
 SCENARIO_DIR = REPO / "loadtests" / "scenarios"
 LOOPBACK = "127.0.0.1"
+SIPP_MISSING = "sipp is not installed (Debian package sip-tester; `make deps` installs it)"
 
 
 def sipp_binary() -> str | None:

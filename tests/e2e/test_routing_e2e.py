@@ -29,6 +29,7 @@ from expected_routing import (
 )
 from router_process import running_router
 from sipp_harness import (
+    SIPP_MISSING,
     SippFleet,
     SippProcess,
     TracedMessage,
@@ -66,7 +67,7 @@ class RoutingRun:
 def routing_run(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RoutingRun]:
     binary = sipp_binary()
     if binary is None:
-        pytest.skip("sipp is not installed (Debian package sip-tester; `make deps` installs it)")
+        pytest.skip(SIPP_MISSING)
     table = RoutingTable()
     calls = [table.expect(*line) for line in read_injection_file(CALLS_ALL)]
     root = tmp_path_factory.mktemp("routing")
