@@ -1,0 +1,50 @@
+# nodrute: SIP B2BUA call router for 113 and 116117.
+#
+#   docker build -t nodrute .
+#   docker run --rm -p 5060:5060/udp -p 5060:5060/tcp \
+#       -e NODRUTE__SIP__ADVERTISED_HOST=<address callers and centres reach> nodrute
+#
+# The image listens on 0.0.0.0:5060 (UDP and TCP) with configs/nodrute.toml and the SAMPLE
+# routing table; mount the operator's own tables over /app/configs/tables to route for real.
+
+# --- builder: a venv with the project installed (no build tools in the runtime image) -----
+FROM python:3.11-slim AS builder
+
+ENV PIP_NO_CACHE_DIR=1 \
+    PIP_DISABLE_PIP_VERSION_CHECK=1 \
+    PYTHONDONTWRITEBYTECODE=1
+
+WORKDIR /src
+RUN python -m venv /opt/venv
+
+COPY pyproject.toml README.md ./
+COPY sip ./sip
+COPY router ./router
+COPY municipality_map ./municipality_map
+RUN /opt/venv/bin/pip install --no-cache-dir .
+
+# --- runtime ----------------------------------------------------------------------------
+FROM python:3.11-slim AS runtime
+
+ENV PATH="/opt/venv/bin:${PATH}" \
+    PYTHONUNBUFFERED=1 \
+    PYTHONDONTWRITEBYTECODE=1 \
+    NODRUTE__SIP__HOST=0.0.0.0
+
+RUN groupadd --system --gid 10001 nodrute \
+    && useradd --system --uid 10001 --gid nodrute --home-dir /app --no-create-home \
+       --shell /usr/sbin/nologin nodrute
+
+WORKDIR /app
+COPY --from=builder /opt/venv /opt/venv
+COPY configs ./configs
+
+USER 10001:10001
+
+EXPOSE 5060/udp 5060/tcp
+
+# Healthy = an out-of-dialog OPTIONS over UDP to 127.0.0.1:5060 gets "SIP/2.0 200".
+HEALTHCHECK --interval=15s --timeout=5s --start-period=10s --retries=3 \
+    CMD ["python", "-c", "import socket,sys; s=socket.socket(socket.AF_INET,socket.SOCK_DGRAM); s.settimeout(3); s.bind(('127.0.0.1',0)); p=s.getsockname()[1]; s.sendto(('OPTIONS sip:127.0.0.1:5060 SIP/2.0\\r\\nVia: SIP/2.0/UDP 127.0.0.1:%d;branch=z9hG4bKhealth%d;rport\\r\\nMax-Forwards: 70\\r\\nFrom: <sip:health@127.0.0.1>;tag=health\\r\\nTo: <sip:127.0.0.1:5060>\\r\\nCall-ID: health-%d@127.0.0.1\\r\\nCSeq: 1 OPTIONS\\r\\nContent-Length: 0\\r\\n\\r\\n' % (p,p,p)).encode(), ('127.0.0.1',5060)); sys.exit(0 if s.recv(65535).startswith(b'SIP/2.0 200') else 1)"]
+
+CMD ["nodrute", "serve", "--config", "/app/configs/nodrute.toml"]
