@@ -15,6 +15,7 @@ import shutil
 import signal
 import socket
 import subprocess
+import time
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -57,16 +58,6 @@ def free_media_port() -> int:
                 continue
             return port
     raise RuntimeError("no free media port pair")
-
-
-def free_ports(count: int) -> list[int]:
-    """``count`` distinct ports, each free for UDP and TCP."""
-    ports: list[int] = []
-    while len(ports) < count:
-        port = free_port()
-        if port not in ports:
-            ports.append(port)
-    return ports
 
 
 # --- the message trace (-trace_msg) ----------------------------------------------------------
@@ -346,6 +337,21 @@ class SippFleet:
     root: Path
     binary: str
     started: list[SippProcess] = field(default_factory=list)
+    taken_ports: set[int] = field(default_factory=set)
+
+    def _allocate(self, span: int) -> int:
+        """A free port P with P..P+span-1 not handed out before by this fleet.
+
+        Ports from ``free_port()`` are only free until someone binds them; SIPps starting
+        side by side must not be given the same one (the kernel may return a released
+        port again), so the fleet remembers what it handed out.
+        """
+        while True:
+            port = free_media_port() if span > 1 else free_port()
+            wanted = set(range(port, port + span))
+            if not wanted & self.taken_ports:
+                self.taken_ports |= wanted
+                return port
 
     def _start(
         self, name: str, scenario: str | Path, args: Sequence[str], *, stdout_to_file: bool
@@ -354,12 +360,16 @@ class SippFleet:
         if not scenario_path.is_absolute():
             scenario_path = SCENARIO_DIR / scenario_path
         workdir = self.root / name
-        workdir.mkdir(parents=True, exist_ok=True)
-        # Own control (-cp) and media (-mp) ports: left to itself, SIPp picks 8888.. and
-        # 6000.. and two instances starting together can collide.
+        for n in range(1, 1000):
+            if not workdir.exists():
+                break
+            workdir = self.root / f"{name}-{n}"
+        workdir.mkdir(parents=True)
+        # Own control (-cp) and media (-mp: P and P+2) ports: left to itself, SIPp picks
+        # 8888.. and 6000.., and instances starting together collide.
         command = [
             self.binary, "-sf", str(scenario_path), "-i", LOOPBACK, "-nostdin",
-            "-cp", str(free_port()), "-mp", str(free_media_port()),
+            "-cp", str(self._allocate(1)), "-mp", str(self._allocate(4)),
             "-trace_msg", "-message_file", "messages.log",
             "-trace_err", "-error_file", "errors.log",
             "-trace_stat", "-stf", "stat.csv", "-fd", "1",
@@ -399,6 +409,19 @@ class SippFleet:
             f"uas-{centre_id}-{port}", scenario, [*args, *extra_args], stdout_to_file=False
         )
 
+    def start_centres(
+        self, scenario: str | Path, centres: Iterable[tuple[str, int]], *, settle_s: float = 0.5
+    ) -> dict[str, SippProcess]:
+        """One UAS per (centre_id, port), running until ``stop()``; fails if one of them
+        exits at start (its port taken, for instance)."""
+        started = {cid: self.start_uas(scenario, cid, port) for cid, port in centres}
+        time.sleep(settle_s)
+        dead = {cid: uas for cid, uas in started.items() if uas.process.poll() is not None}
+        if dead:
+            details = "\n".join(uas.failure_report() for uas in dead.values())
+            raise AssertionError(f"centre UAS exited at start: {sorted(dead)}\n{details}")
+        return started
+
     def run_uac(
         self,
         scenario: str | Path,
@@ -418,7 +441,7 @@ class SippFleet:
         Each call waits at most 10 s for an expected message (``-recv_timeout``), and the
         whole run at most ``timeout_s`` (``-timeout``, then SIPp exits non-zero).
         """
-        local_port = free_port()
+        local_port = self._allocate(1)
         args = [
             "-p", str(local_port), "-t", transport,
             "-inf", str(injection_file),

@@ -74,14 +74,10 @@ def routing_run(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RoutingRun
     fleet = SippFleet(root / "sipp", binary)
     try:
         # Every centre of the table answers, so a call sent to a wrong one is seen there too.
-        centres = {
-            centre.centre_id: fleet.start_uas("uas_centre.xml", centre.centre_id, centre.port)
-            for centre in load_centres().values()
-        }
+        centres = fleet.start_centres(
+            "uas_centre.xml", ((c.centre_id, c.port) for c in load_centres().values())
+        )
         with running_router(root / "router") as router:
-            exited = {c: uas.process.poll() for c, uas in centres.items()}
-            dead = {c: code for c, code in exited.items() if code is not None}
-            assert not dead, f"centre UAS exited at start (port taken?): {dead}"
             uac = fleet.run_uac(
                 "uac_emergency.xml", router.port, injection_file=CALLS_ALL, calls=len(calls),
                 rate_per_s=RATE_PER_S, timeout_s=len(calls) / RATE_PER_S + 30,
