@@ -27,7 +27,7 @@ from expected_routing import (
     load_centres,
     read_injection_file,
 )
-from router_process import running_router
+from router_process import RunningRouter, running_router
 from sipp_harness import (
     SIPP_MISSING,
     SippFleet,
@@ -54,10 +54,11 @@ class RoutingRun:
     received: dict[str, list[TracedMessage]]
     """centre_id -> INVITEs it received, one per Call-ID."""
     fleet: SippFleet
-    router_report: str
+    router: RunningRouter
 
     def failure_report(self) -> str:
-        return f"{self.router_report}\n{self.uac.summary()}\n{self.fleet.failure_report()}"
+        parts = (self.router.failure_report(), self.uac.summary(), self.fleet.failure_report())
+        return "\n".join(parts)
 
     def expected_per_centre(self) -> Counter[str]:
         return Counter(call.expected_centre for call in self.calls)
@@ -82,11 +83,10 @@ def routing_run(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RoutingRun
                 "uac_emergency.xml", router.port, injection_file=CALLS_ALL, calls=len(calls),
                 rate_per_s=RATE_PER_S, timeout_s=len(calls) / RATE_PER_S + 30,
             )  # fmt: skip
-            router_report = router.failure_report()
         for uas in centres.values():
             uas.stop()
         received = {cid: uas.received_invites() for cid, uas in centres.items()}
-        yield RoutingRun(calls, uac, centres, received, fleet, router_report)
+        yield RoutingRun(calls, uac, centres, received, fleet, router)
     finally:
         fleet.stop_all()
 
