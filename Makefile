@@ -31,8 +31,8 @@ deps:
 run: venv
 	$(BIN)/nodrute serve --config configs/nodrute.toml
 
-## test: every test, SIPp end-to-end tests included (pytest exits non-zero if none ran)
-test: venv deps
+## test: lint, then every test, SIPp end-to-end tests included (pytest exits non-zero if none ran)
+test: venv deps lint
 	$(BIN)/python -m pytest -q
 
 ## lint: ruff and mypy (strict on sip/, router/, municipality_map/)

@@ -16,7 +16,7 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import Iterable
-from typing import Protocol
+from typing import Protocol, cast
 
 from .errors import SipParseError
 from .events import Outgoing
@@ -227,8 +227,8 @@ class _TcpConnection(asyncio.Protocol):
         self.transport: asyncio.Transport | None = None
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        assert isinstance(transport, asyncio.Transport)
-        self.transport = transport
+        # uvloop's TCPTransport is not an asyncio.Transport subclass, only alike: cast, not assert
+        self.transport = cast(asyncio.Transport, transport)
         if self.peer is None:
             peername = transport.get_extra_info("peername")
             self.peer = (str(peername[0]), int(peername[1]))
