@@ -217,7 +217,7 @@ class B2bua:
         call = self._by_server_tx.get(event.invite_tx) if event.invite_tx else None
         self._respond(event.tx, event.request, 200 if call is not None else 481, now)
         if call is not None:
-            call.on_cancel(now)
+            call.on_cancel(event.request, now)
 
     def _trunk_for(self, source_ip: str) -> TrunkSettings | None:
         try:

@@ -302,7 +302,8 @@ class Call:
             return
         self.deadline = None
         if self.state in (CallState.CALLING, CallState.EARLY) and self.centre_tx:
-            self.host.layer.send_cancel(self.centre_tx, now)
+            self.host.layer.send_cancel(
+                self.centre_tx, now, reason=legs.q850_reason(19, "No answer"))
             self._fail_caller(480, "Centre did not answer", TerminatedReason.RING_TIMEOUT, now)
 
     def _fail_caller(self, status: int, text: str, reason: TerminatedReason, now: float) -> None:
@@ -316,8 +317,12 @@ class Call:
 
     # ----------------------------------------------------------------- caller leg
 
-    def on_cancel(self, now: float) -> None:
-        """The caller CANCELled its INVITE (RFC 3261 §9.2); the dispatcher answered the CANCEL."""
+    def on_cancel(self, cancel: Request, now: float) -> None:
+        """The caller CANCELled its INVITE (RFC 3261 §9.2); the dispatcher answered the CANCEL.
+
+        The centre's CANCEL carries the caller's Reason if it gave one (RFC 3326), so a centre
+        can tell a caller who gave up from a call answered elsewhere.
+        """
         if self.state not in (CallState.ROUTING, CallState.CALLING, CallState.EARLY):
             return  # already answered: the CANCEL has no effect (§9.2)
         self.host.layer.send_response(
@@ -325,7 +330,8 @@ class Call:
         )
         self.record.final_status = 487
         if self.centre_tx is not None:
-            self.host.layer.send_cancel(self.centre_tx, now)
+            reason = cancel.headers.get("Reason") or legs.q850_reason(16, "Caller hung up")
+            self.host.layer.send_cancel(self.centre_tx, now, reason=reason)
         self._end(TerminatedReason.CALLER_CANCEL, now)
 
     def on_ack(self, leg: Leg, ack: Request, now: float) -> None:

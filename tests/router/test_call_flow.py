@@ -22,6 +22,17 @@ from sip.headers import NameAddr
 from sip.message import Request, Response
 
 
+def caller_cancel(n: int, reason: str | None = None) -> bytes:
+    """The carrier's CANCEL for ``caller_invite(n)`` (§9.1: same branch, CSeq number, tags)."""
+    head = caller_invite(n).decode().split("\r\n\r\n")[0].split("\r\n")
+    keep = [line for line in head[1:]
+            if line.split(":")[0] in ("Via", "Max-Forwards", "From", "To", "Call-ID")]
+    lines = ["CANCEL sip:113@127.0.0.1 SIP/2.0", *keep, "CSeq: 1 CANCEL"]
+    if reason:
+        lines.append(f"Reason: {reason}")
+    return ("\r\n".join([*lines, "Content-Length: 0"]) + "\r\n\r\n").encode()
+
+
 def dest_of(uri: str) -> tuple[str, int]:
     hostport = uri.split("@", 1)[1].split(";", 1)[0]
     host, port = hostport.rsplit(":", 1)
@@ -123,12 +134,7 @@ def test_cancel_during_ringing_cancels_the_centre_leg(harness: Harness) -> None:
     dest = dest_of(centre_invite.uri)
     h.feed(response_to(centre_invite, 180), source=dest)
     h.take_one(180, CARRIER)
-    invite = caller_invite(3, kommune="0301").decode()
-    cancel = invite.replace("INVITE sip:113@127.0.0.1", "CANCEL sip:113@127.0.0.1", 1).replace(
-        "CSeq: 1 INVITE", "CSeq: 1 CANCEL").split("\r\n\r\n")[0]
-    cancel = cancel.replace("Content-Type: application/sdp\r\n", "")
-    cancel = cancel.rsplit("Content-Length:", 1)[0] + "Content-Length: 0\r\n\r\n"
-    h.feed(cancel.encode())
+    h.feed(caller_cancel(3, reason='Q.850;cause=31;text="Caller gave up"'))
     out = h.take()
     kinds = sorted(
         (str(s.message.status if isinstance(s.message, Response) else s.message.method), s.dest)
@@ -139,6 +145,8 @@ def test_cancel_during_ringing_cancels_the_centre_leg(harness: Harness) -> None:
     assert centre_cancel.headers.get("Call-ID") == centre_invite.headers.get("Call-ID")
     # §9.1: same branch as the INVITE it cancels
     assert centre_cancel.headers.get("Via") == centre_invite.headers.get("Via")
+    assert centre_cancel.headers.get("Reason") == 'Q.850;cause=31;text="Caller gave up"'
+
     h.feed(response_to(centre_invite, 487), source=dest)
     assert h.take_one("ACK", dest)  # the client transaction ACKs the 487 itself
     assert h.records[0].end_reason is TerminatedReason.CALLER_CANCEL
@@ -151,8 +159,7 @@ def test_cancel_racing_the_answer_releases_the_centre(harness: Harness) -> None:
     dest = dest_of(centre_invite.uri)
     h.feed(response_to(centre_invite, 180), source=dest)
     h.take()
-    h.b2bua._by_server_tx[next(iter(h.b2bua._by_server_tx))].on_cancel(h.now)
-    h._pump()
+    h.feed(caller_cancel(4))
     h.take()
     h.feed(response_to(centre_invite, 200, body=SDP_ANSWER), source=dest)
     assert h.take_one("ACK", dest)
