@@ -16,15 +16,15 @@ $(VENV)/.installed: pyproject.toml
 	$(BIN)/python -m pip install --quiet -e '.[test]'
 	touch $@
 
-## deps: SIPp for the end-to-end tests (Debian package sip-tester), if `sipp` is missing
+## deps: SIPp (Debian sip-tester) and the MQTT broker mosquitto for the end-to-end tests
 deps:
-	@if command -v sipp >/dev/null 2>&1; then \
-		echo "sipp: $$(command -v sipp)"; \
+	@if command -v sipp >/dev/null 2>&1 && command -v mosquitto >/dev/null 2>&1; then \
+		echo "sipp: $$(command -v sipp), mosquitto: $$(command -v mosquitto)"; \
 	else \
-		echo "installing sipp (Debian package sip-tester)"; \
+		echo "installing sipp (Debian package sip-tester) and mosquitto"; \
 		$(SUDO) apt-get update && \
 		$(SUDO) env DEBIAN_FRONTEND=noninteractive \
-			apt-get install -y --no-install-recommends sip-tester; \
+			apt-get install -y --no-install-recommends sip-tester mosquitto; \
 	fi
 
 ## run: the router on 127.0.0.1:5060 (UDP and TCP) with the sample routing table
