@@ -100,6 +100,49 @@ class LogSettings(_Section):
     level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
 
 
+class DatabaseSettings(_Section):
+    """Where table versions, activations and the audit log are kept (SQLAlchemy async URL)."""
+
+    url: str = f"sqlite+aiosqlite:///{(REPO_ROOT / 'var' / 'nodrute.db').as_posix()}"
+    """``sqlite+aiosqlite:///path`` (default ``var/nodrute.db`` of the checkout, created on
+    first start) or ``postgresql+asyncpg://user@host/db``."""
+
+
+class TablesSettings(_Section):
+    """How a node follows the table versions in the database."""
+
+    poll_interval_s: float = Field(5.0, gt=0)
+    """Re-read the activations this often (MQTT notifications trigger a read at once)."""
+    drop_dir: Path | None = None
+    """Folder watched for new table versions (one sub-folder each); None or "" = off."""
+    drop_poll_interval_s: float = Field(2.0, gt=0)
+    import_configured_table_on_empty: bool = True
+    """On an empty database, import ``routing.table_dir`` and activate it."""
+
+    @field_validator("drop_dir", mode="before")
+    @classmethod
+    def _empty_is_off(cls, value: object) -> object:
+        return None if value == "" else value
+
+
+class MqttSettings(_Section):
+    """Table-activation announcements between nodes (aiomqtt); empty url = single node."""
+
+    url: str = ""
+    """``mqtt://127.0.0.1:1883``; empty: no broker, the node polls the database alone."""
+    topic_prefix: str = "nodrute"
+    node_id: str = ""
+    """This node's name in ``{prefix}/nodes/{node_id}/active``; default ``hostname-pid``."""
+
+
+class MetricsSettings(_Section):
+    """Prometheus ``/metrics`` endpoint."""
+
+    enabled: bool = True
+    host: str = "127.0.0.1"
+    port: int = Field(9464, ge=0, le=65535)
+
+
 class NodruteSettings(BaseSettings):
     """The whole configuration (``configs/nodrute.toml`` documents every field)."""
 
@@ -111,6 +154,10 @@ class NodruteSettings(BaseSettings):
     routing: RoutingSettings = RoutingSettings()
     trunks: list[TrunkSettings] = [TrunkSettings(name="default")]
     log: LogSettings = LogSettings()
+    database: DatabaseSettings = DatabaseSettings()
+    tables: TablesSettings = TablesSettings()
+    mqtt: MqttSettings = MqttSettings()
+    metrics: MetricsSettings = MetricsSettings()
 
     @model_validator(mode="after")
     def _trunk_names_unique(self) -> NodruteSettings:
@@ -140,6 +187,21 @@ def _resolve_paths(data: dict[str, Any], base: Path) -> None:
     if isinstance(routing, dict) and "table_dir" in routing:
         table_dir = Path(str(routing["table_dir"]))
         routing["table_dir"] = table_dir if table_dir.is_absolute() else base / table_dir
+    tables = data.get("tables")
+    if isinstance(tables, dict) and tables.get("drop_dir"):
+        drop_dir = Path(str(tables["drop_dir"]))
+        tables["drop_dir"] = drop_dir if drop_dir.is_absolute() else base / drop_dir
+    database = data.get("database")
+    if isinstance(database, dict) and isinstance(database.get("url"), str):
+        database["url"] = _resolve_sqlite_path(database["url"], base)
+
+
+def _resolve_sqlite_path(url: str, base: Path) -> str:
+    """``sqlite+aiosqlite:///rel/x.db`` -> the file relative to the config file's folder."""
+    scheme, sep, path = url.partition(":///")
+    if not sep or not scheme.startswith("sqlite") or path.startswith("/") or path == ":memory:":
+        return url
+    return f"{scheme}:///{(base / path).resolve().as_posix()}"
 
 
 def load_settings(path: Path | None) -> NodruteSettings:
