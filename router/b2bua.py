@@ -95,8 +95,15 @@ class B2bua:
         self._by_dialog[(call_id, local_tag)] = (call, leg)
 
     def schedule(self, call: Call) -> None:
-        if call.deadline is not None:
-            heapq.heappush(self._deadlines, (call.deadline, next(self._seq), call))
+        if call.deadline is None:
+            return
+        heap = self._deadlines
+        heapq.heappush(heap, (call.deadline, next(self._seq), call))
+        if len(heap) > 1024 and len(heap) > 2 * self.active_calls:
+            # Answered calls clear their ring deadline but their heap entry (and so the Call)
+            # would stay until it surfaces a whole ring timeout later: drop the stale ones now.
+            self._deadlines = [entry for entry in heap if entry[2].deadline == entry[0]]
+            heapq.heapify(self._deadlines)
 
     def note_default_route(self, service: Service, had_hint: bool) -> None:
         key = "unknown_municipality" if had_hint else "missing_municipality"

@@ -304,3 +304,16 @@ def test_tcp_caller_gets_answers_on_its_connection(harness: Harness) -> None:
     h.feed(data, transport="TCP")
     trying = h.take_one(100)
     assert trying.transport == "TCP" and trying.dest == CARRIER
+
+
+def test_answered_calls_are_not_kept_alive_by_their_ring_deadline(harness: Harness) -> None:
+    h = harness
+    for n in range(3000):
+        centre_invite, _ = start_call(h, 10_000 + n)
+        ok = answer(h, centre_invite, dest_of(centre_invite.uri))
+        h.feed(in_dialog_request("ACK", ok, 10_000 + n, 1))
+        h.feed(in_dialog_request("BYE", ok, 10_000 + n, 2))
+        h.take()
+    # every call ended long before its 60 s ring timeout; the heap must not hold them all
+    assert h.b2bua.active_calls == 0
+    assert len(h.b2bua._deadlines) <= 1025
