@@ -140,7 +140,8 @@ def choose_backups(
     touches no other area of its group (islands), the nearest by centroid; if the area has no
     geometry at all (Svalbard), the area covering the place it is served from (``SERVED_FROM``),
     else the group's area with the most municipalities. Ties break on
-    id, so the result is deterministic. An area alone in its group gets no backup.
+    id, so the result is deterministic. An area alone in its group gets no backup; a candidate
+    that would make the backups go round in a circle is skipped for the next best one.
     """
     area_of = {code: area for area, codes in members.items() for code in codes}
 
@@ -149,6 +150,16 @@ def choose_backups(
         if not points:
             return None
         return (sum(p[0] for p in points) / len(points), sum(p[1] for p in points) / len(points))
+
+    def closes_cycle(area: str, backup: str) -> bool:
+        # Backups are followed in a chain when a centre fails, so they must never go round
+        # in a circle (nodrute's validator rejects a table whose backups do).
+        seen: str | None = backup
+        while seen is not None:
+            if seen == area:
+                return True
+            seen = backups.get(seen)
+        return False
 
     backups: dict[str, str] = {}
     for area in sorted(members):
@@ -162,15 +173,19 @@ def choose_backups(
                 if other in candidates:
                     shared[other] += n
         here = centre_of(area)
+        ranked: list[str]
         if shared:
-            backups[area] = min(candidates, key=lambda a: (-shared[a], a))
+            ranked = sorted(candidates, key=lambda a: (-shared[a], a))
         elif here is not None:
             located = [(a, c) for a in candidates if (c := centre_of(a)) is not None]
-            backups[area] = min(located, key=lambda ac: (_distance_km(here, ac[1]), ac[0]))[0]
+            ranked = [a for a, _ in sorted(located, key=lambda ac: (_distance_km(here, ac[1]), ac[0]))]
         else:
             served_from = {area_of.get(SERVED_FROM.get(code, "")) for code in members[area]}
             anchored = [a for a in candidates if a in served_from]
-            backups[area] = min(anchored or candidates, key=lambda a: (-len(members[a]), a))
+            ranked = sorted(anchored or candidates, key=lambda a: (-len(members[a]), a))
+        usable = [a for a in ranked if not closes_cycle(area, a)]
+        if usable:
+            backups[area] = usable[0]
     return backups
 
 
