@@ -21,16 +21,29 @@ from datetime import datetime
 from pathlib import Path
 from typing import Generic, TypeVar
 
-from municipality_map.model import Centre, MunicipalityRow, Service, TableVersion
+from municipality_map.model import (
+    Centre,
+    MunicipalityRow,
+    OldCodeOverride,
+    Service,
+    TableVersion,
+)
 
 MUNICIPALITIES_FILE = "municipalities.csv"
 CENTRES_FILE = "centres.csv"
 VERSION_FILE = "version.toml"
+OLD_CODES_FILE = "old_codes.csv"
+REQUIRED_FILES = (VERSION_FILE, MUNICIPALITIES_FILE, CENTRES_FILE)
+"""The files every table directory has."""
+OPTIONAL_FILES = (OLD_CODES_FILE,)
+"""Files a table directory may have; any other file in the directory is not part of the table."""
 
 MUNICIPALITY_COLUMNS = ("kommunenummer", "kommunenavn", "amk_id", "lvs_id")
 MUNICIPALITY_OPTIONAL_COLUMNS = ("note",)
 CENTRE_COLUMNS = ("centre_id", "name", "service", "uris")
 CENTRE_OPTIONAL_COLUMNS = ("backup_centre_id",)
+OLD_CODE_COLUMNS = ("old_kommunenummer", "amk_id", "lvs_id")
+OLD_CODE_OPTIONAL_COLUMNS = ("note",)
 
 T = TypeVar("T")
 
@@ -96,6 +109,8 @@ class LoadedTable:
     municipalities: tuple[Located[MunicipalityRow], ...]
     centres: tuple[Located[Centre], ...]
     issues: tuple[TableIssue, ...]
+    old_codes: tuple[Located[OldCodeOverride], ...] = ()
+    """Rows of the optional ``old_codes.csv`` (empty if the table has none)."""
 
 
 # --- CSV --------------------------------------------------------------------------------------
@@ -208,11 +223,28 @@ def kommunenummer_problem(value: str) -> str | None:
         return "is empty; it must be a 4-digit municipality number"
     if re.fullmatch(r"[0-9]{1,3}", value):
         # Spreadsheets turn 0301 into 301: the most common mistake by far.
+        padded = value.zfill(4)
+        name = _current_name(padded)
+        named = f" ({name})" if name else ""
         return (
-            f"{value!r} is not a 4-digit municipality number "
-            f"(keep the leading zero: {value.zfill(4)!r})"
+            f"{value!r} is not a 4-digit municipality number; did you mean {padded!r}{named}? "
+            "Keep the leading zero (format the column as text in a spreadsheet)"
         )
-    return f"{value!r} is not a 4-digit municipality number"
+    if re.fullmatch(r"\s*[0-9]{4}\s*|[0-9]{4}\.0+", value):
+        digits = value.strip().split(".")[0]
+        return f"{value!r} is not a 4-digit municipality number; did you mean {digits!r}?"
+    return f"{value!r} is not a 4-digit municipality number (4 digits, e.g. '0301')"
+
+
+def _current_name(code: str) -> str | None:
+    """Name of today's municipality ``code``, if there is one (for suggestions only)."""
+    # Imported here: reference reads its files with this module's CSV reader.
+    from municipality_map.reference import municipality_list
+
+    try:
+        return municipality_list("2024").get(code)
+    except (KeyError, TableError):
+        return None
 
 
 def _service(value: str) -> Service | None:
@@ -274,6 +306,31 @@ def parse_centres(
             )
             centres.append(Located(centre, record.line))
     return centres
+
+
+def parse_old_codes(
+    records: Sequence[CsvRecord], file: str, issues: list[TableIssue]
+) -> list[Located[OldCodeOverride]]:
+    """Turn ``old_codes.csv`` records into overrides; rows with problems are left out."""
+    rows: list[Located[OldCodeOverride]] = []
+    for record in records:
+        v = record.values
+        code_problem = kommunenummer_problem(v["old_kommunenummer"])
+        if code_problem:
+            issues.append(TableIssue(file, record.line, "old_kommunenummer", code_problem))
+            continue
+        if not v["amk_id"] and not v["lvs_id"]:
+            message = "names no centre: fill in amk_id, lvs_id or both (or remove the row)"
+            issues.append(TableIssue(file, record.line, "amk_id", message))
+            continue
+        row = OldCodeOverride(
+            old_kommunenummer=v["old_kommunenummer"],
+            amk_id=v["amk_id"] or None,
+            lvs_id=v["lvs_id"] or None,
+            note=v["note"],
+        )
+        rows.append(Located(row, record.line))
+    return rows
 
 
 # --- version.toml -------------------------------------------------------------------------------
@@ -348,30 +405,83 @@ def parse_version(data: bytes, file: str, issues: list[TableIssue]) -> TableVers
 # --- the table ----------------------------------------------------------------------------------
 
 
-def read_table(table_dir: Path) -> LoadedTable:
-    """Read the three files of ``table_dir``, collecting problems instead of raising."""
-    issues: list[TableIssue] = []
+def read_table_files(table_dir: Path, issues: list[TableIssue]) -> dict[str, bytes]:
+    """The bytes of the table's files by name: the required ones that could be read (the
+    others become issues) and the optional ones that exist."""
+    files: dict[str, bytes] = {}
+    for name in REQUIRED_FILES:
+        data = read_file(table_dir / name, name, issues)
+        if data is not None:
+            files[name] = data
+    for name in OPTIONAL_FILES:
+        if (table_dir / name).exists():
+            data = read_file(table_dir / name, name, issues)
+            if data is not None:
+                files[name] = data
+    return files
+
+
+def parse_table(
+    files: Mapping[str, bytes], directory: Path, issues: Sequence[TableIssue] = ()
+) -> LoadedTable:
+    """Parse a table given as file contents (from disk or from the database).
+
+    A missing required file is an issue; ``issues`` are earlier problems (e.g. unreadable files).
+    """
+    found: list[TableIssue] = list(issues)
+    noted = {issue.file for issue in found if issue.line is None}
+    for name in REQUIRED_FILES:
+        if name not in files and name not in noted:
+            found.append(TableIssue(name, None, None, "file missing from the table"))
 
     version: TableVersion | None = None
-    data = read_file(table_dir / VERSION_FILE, VERSION_FILE, issues)
-    if data is not None:
-        version = parse_version(data, VERSION_FILE, issues)
+    if VERSION_FILE in files:
+        version = parse_version(files[VERSION_FILE], VERSION_FILE, found)
 
     municipalities: list[Located[MunicipalityRow]] = []
-    data = read_file(table_dir / MUNICIPALITIES_FILE, MUNICIPALITIES_FILE, issues)
-    if data is not None:
+    if MUNICIPALITIES_FILE in files:
         records = parse_csv(
-            data, MUNICIPALITIES_FILE, MUNICIPALITY_COLUMNS, MUNICIPALITY_OPTIONAL_COLUMNS, issues
+            files[MUNICIPALITIES_FILE],
+            MUNICIPALITIES_FILE,
+            MUNICIPALITY_COLUMNS,
+            MUNICIPALITY_OPTIONAL_COLUMNS,
+            found,
         )
-        municipalities = parse_municipalities(records, MUNICIPALITIES_FILE, issues)
+        municipalities = parse_municipalities(records, MUNICIPALITIES_FILE, found)
 
     centres: list[Located[Centre]] = []
-    data = read_file(table_dir / CENTRES_FILE, CENTRES_FILE, issues)
-    if data is not None:
-        records = parse_csv(data, CENTRES_FILE, CENTRE_COLUMNS, CENTRE_OPTIONAL_COLUMNS, issues)
-        centres = parse_centres(records, CENTRES_FILE, issues)
+    if CENTRES_FILE in files:
+        records = parse_csv(
+            files[CENTRES_FILE], CENTRES_FILE, CENTRE_COLUMNS, CENTRE_OPTIONAL_COLUMNS, found
+        )
+        centres = parse_centres(records, CENTRES_FILE, found)
 
-    return LoadedTable(table_dir, version, tuple(municipalities), tuple(centres), tuple(issues))
+    old_codes: list[Located[OldCodeOverride]] = []
+    if OLD_CODES_FILE in files:
+        records = parse_csv(
+            files[OLD_CODES_FILE],
+            OLD_CODES_FILE,
+            OLD_CODE_COLUMNS,
+            OLD_CODE_OPTIONAL_COLUMNS,
+            found,
+        )
+        old_codes = parse_old_codes(records, OLD_CODES_FILE, found)
+
+    return LoadedTable(
+        directory,
+        version,
+        tuple(municipalities),
+        tuple(centres),
+        tuple(found),
+        tuple(old_codes),
+    )
+
+
+def read_table(table_dir: Path) -> LoadedTable:
+    """Read the files of ``table_dir``, collecting problems instead of raising."""
+    issues: list[TableIssue] = []
+    files = read_table_files(table_dir, issues)
+    return parse_table(files, table_dir, issues)
 
 
 def load_table(table_dir: Path) -> LoadedTable:

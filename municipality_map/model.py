@@ -57,6 +57,29 @@ class MunicipalityRow:
 
 
 @dataclass(frozen=True, slots=True)
+class OldCodeOverride:
+    """One row of the optional ``old_codes.csv``: where an old number routes, set by hand.
+
+    Used for an old municipality number whose area is now split between municipalities served
+    by different centres (1507 Ålesund): without a row, such a number routes to the default
+    centre of the service.
+    """
+
+    old_kommunenummer: str
+    """A number valid some time in 2017-2023 but not today."""
+    amk_id: str | None
+    """Centre answering 113 for callers with this number, or None to keep the rule."""
+    lvs_id: str | None
+    """Centre answering 116117 for callers with this number, or None to keep the rule."""
+    note: str
+    """Why."""
+
+    def centre_id(self, service: Service) -> str | None:
+        """The centre id this row names for ``service``."""
+        return self.amk_id if service is Service.AMK else self.lvs_id
+
+
+@dataclass(frozen=True, slots=True)
 class TableVersion:
     """The contents of ``version.toml``: which table this is and when it takes effect."""
 
@@ -86,4 +109,7 @@ class RouteLookup:
     """True if ``requested`` is a pre-2024 number translated through the crosswalk."""
     ambiguous: bool
     """True if ``requested`` is an old number whose area is now split between municipalities
-    served by different centres, so the answer is a best guess (the preferred part)."""
+    served by different centres, so the answer is a choice rather than a fact: the part the
+    reference data prefer (pre-2020 Ålesund numbers), or the table's ``old_codes.csv`` row.
+    A genuine split without such a choice (1507, 1613, 1850, 5012) gets no lookup at all and
+    routes to the default centre."""

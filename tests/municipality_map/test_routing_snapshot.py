@@ -82,7 +82,10 @@ def test_sample_table_passes_validation(sample_dir: Path, snapshot: RoutingSnaps
     report = validate_table(table)
     assert table.issues == ()
     assert report.errors == ()
-    assert report.warnings == ()
+    # The only warnings: rows whose note says the assignment is a low-confidence assumption.
+    uncertain = [m.line for m in table.municipalities if "low-confidence" in m.item.note]
+    assert uncertain
+    assert [(w.line, w.column) for w in report.warnings] == [(line, "note") for line in uncertain]
     assert snapshot.version.label == sample_dir.name
     assert "SAMPLE" in snapshot.version.comment
     assert snapshot.municipality_count == len(table.municipalities)
