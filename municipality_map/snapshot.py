@@ -2,7 +2,13 @@
 
 All the work happens when the snapshot is built: every number the router accepts (today's
 municipality numbers, the special codes 2100/2211 if the table has them, and every number valid
-2017-2023) is resolved up front to a ready-made :class:`RouteLookup`. At call time
+2017-2023) is resolved up front to a ready-made :class:`RouteLookup`.
+
+An old number whose area is now split between municipalities served by different centres
+(1507 Ålesund -> 1508 Ålesund + 1580 Haram) has no single right answer: unless the table's
+``old_codes.csv`` names its centre, or the reference data name a preferred part (the pre-2020
+Ålesund numbers), :meth:`RoutingSnapshot.lookup` returns None for it and the call goes to
+the default centre of the service. At call time
 :meth:`RoutingSnapshot.lookup` is a single dict access that allocates nothing. A snapshot never
 changes; a new table means a new snapshot, swapped in whole, and a call keeps the snapshot it
 started with.
@@ -16,18 +22,26 @@ from types import MappingProxyType
 from typing import Any, NoReturn
 
 from municipality_map.crosswalk import Crosswalk
-from municipality_map.loader import TableError, TableIssue, read_table
-from municipality_map.model import Centre, MunicipalityRow, RouteLookup, Service, TableVersion
+from municipality_map.loader import LoadedTable, TableError, TableIssue, read_table
+from municipality_map.model import (
+    Centre,
+    MunicipalityRow,
+    OldCodeOverride,
+    RouteLookup,
+    Service,
+    TableVersion,
+)
 from municipality_map.validate import validate_table
 
 
 class RoutingSnapshot:
     """An immutable routing table: municipality number + service -> centre."""
 
-    __slots__ = ("_centres", "_municipalities", "_routes", "_version", "_warnings")
+    __slots__ = ("_centres", "_municipalities", "_old_codes", "_routes", "_version", "_warnings")
 
     _centres: Mapping[str, Centre]
     _municipalities: Mapping[str, MunicipalityRow]
+    _old_codes: Mapping[str, OldCodeOverride]
     _routes: Mapping[tuple[Service, str], RouteLookup]
     _version: TableVersion
     _warnings: tuple[TableIssue, ...]
@@ -39,6 +53,7 @@ class RoutingSnapshot:
         municipalities: Iterable[MunicipalityRow],
         crosswalk: Crosswalk,
         warnings: Iterable[TableIssue] = (),
+        old_codes: Iterable[OldCodeOverride] = (),
     ) -> None:
         """Build the lookup index. The rows must already be valid (see ``load_snapshot``).
 
@@ -47,16 +62,20 @@ class RoutingSnapshot:
         """
         by_id = {centre.centre_id: centre for centre in centres}
         rows = {row.kommunenummer: row for row in municipalities}
+        overrides = {row.old_kommunenummer: row for row in old_codes}
         routes: dict[tuple[Service, str], RouteLookup] = {}
         for service in Service:
             direct = _direct_routes(rows.values(), by_id, service)
             routes.update(((service, code), lookup) for code, lookup in direct.items())
             for code, lookup in _old_code_routes(direct, crosswalk).items():
                 routes[(service, code)] = lookup
+            for code, lookup in _override_routes(overrides, direct, by_id, crosswalk, service):
+                routes[(service, code)] = lookup
         # object.__setattr__: our own __setattr__ refuses every assignment.
         object.__setattr__(self, "_version", version)
         object.__setattr__(self, "_centres", MappingProxyType(by_id))
         object.__setattr__(self, "_municipalities", MappingProxyType(rows))
+        object.__setattr__(self, "_old_codes", MappingProxyType(overrides))
         object.__setattr__(self, "_routes", MappingProxyType(routes))
         object.__setattr__(self, "_warnings", tuple(warnings))
 
@@ -93,6 +112,11 @@ class RoutingSnapshot:
     def municipalities(self) -> Mapping[str, MunicipalityRow]:
         """The table's municipality rows by today's number (read-only)."""
         return self._municipalities
+
+    @property
+    def old_codes(self) -> Mapping[str, OldCodeOverride]:
+        """The table's ``old_codes.csv`` rows by old number (read-only; often empty)."""
+        return self._old_codes
 
     @property
     def version(self) -> TableVersion:
@@ -152,6 +176,11 @@ def _old_code_routes(
         unanimous = len(targets) == len(entry.targets) and all(
             t.centre.centre_id == preferred.centre.centre_id for t in targets
         )
+        if not unanimous and not entry.preferred_from_data:
+            # A genuine split the data leave open (1507 Ålesund): guessing a part would send
+            # some callers to the wrong centre, so the number routes to the default centre
+            # (no lookup) unless old_codes.csv says otherwise.
+            continue
         routes[entry.old_code] = RouteLookup(
             centre=preferred.centre,
             kommunenummer=preferred.kommunenummer,
@@ -162,24 +191,70 @@ def _old_code_routes(
     return routes
 
 
-def load_snapshot(table_dir: Path, crosswalk: Crosswalk | None = None) -> RoutingSnapshot:
-    """Load, validate and build the table in ``table_dir``.
+def _override_routes(
+    overrides: Mapping[str, OldCodeOverride],
+    direct: Mapping[str, RouteLookup],
+    centres: Mapping[str, Centre],
+    crosswalk: Crosswalk,
+    service: Service,
+) -> Iterable[tuple[str, RouteLookup]]:
+    """Lookups the table's ``old_codes.csv`` sets by hand."""
+    for code, row in overrides.items():
+        centre_id = row.centre_id(service)
+        if centre_id is None:
+            continue
+        centre = centres.get(centre_id)
+        if centre is None or centre.service is not service:
+            raise ValueError(f"old code {code}: {centre_id!r} is not a {service.value} centre")
+        entry = crosswalk.entry(code)
+        targets = entry.targets if entry is not None else ()
+        # Report the part served by the chosen centre, if one is; else the preferred part.
+        served = [t for t in targets if t in direct and direct[t].centre is centre]
+        kommunenummer = served[0] if served else (entry.preferred if entry else code)
+        split = len({direct[t].centre.centre_id for t in targets if t in direct}) > 1
+        yield code, RouteLookup(
+            centre=centre,
+            kommunenummer=kommunenummer,
+            requested=code,
+            via_crosswalk=True,
+            ambiguous=split,
+        )
+
+
+def snapshot_from_table(
+    table: LoadedTable,
+    *,
+    previous: RoutingSnapshot | None = None,
+    crosswalk: Crosswalk | None = None,
+    source: str = "",
+) -> RoutingSnapshot:
+    """Validate a parsed table and build its snapshot.
 
     Raises :class:`TableError` listing every problem of form and every validation error.
-    ``crosswalk`` defaults to the bundled 2017-2023 -> 2024 crosswalk.
+    ``previous`` (the table in force) only adds warnings; ``crosswalk`` defaults to the bundled
+    2017-2023 -> 2024 crosswalk.
     """
-    table = read_table(table_dir)
-    report = validate_table(table)
+    report = validate_table(table, previous)
     problems = (*table.issues, *report.errors)
     if problems or table.version is None:
-        raise TableError(problems, str(table_dir))
+        raise TableError(problems, source or str(table.directory))
     return RoutingSnapshot(
         version=table.version,
         centres=(located.item for located in table.centres),
         municipalities=(located.item for located in table.municipalities),
         crosswalk=crosswalk if crosswalk is not None else Crosswalk.bundled(),
         warnings=report.warnings,
+        old_codes=(located.item for located in table.old_codes),
     )
+
+
+def load_snapshot(table_dir: Path, crosswalk: Crosswalk | None = None) -> RoutingSnapshot:
+    """Load, validate and build the table in ``table_dir``.
+
+    Raises :class:`TableError` listing every problem of form and every validation error.
+    ``crosswalk`` defaults to the bundled 2017-2023 -> 2024 crosswalk.
+    """
+    return snapshot_from_table(read_table(table_dir), crosswalk=crosswalk, source=str(table_dir))
 
 
 def default_table_dir() -> Path:
