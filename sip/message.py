@@ -64,6 +64,25 @@ def canonical_name(name: str) -> str:
     return _CANONICAL.get(name.lower(), name)
 
 
+# Name as a caller spells it -> (lookup key, canonical name). Every get/add/set on a message goes
+# through here (a call makes ~150 such lookups), so the two str.lower() calls and the dict probe
+# of canonical_name() are paid once per spelling instead of once per lookup. Names come from
+# code (literals) or, via add(), from peers: the cache stops growing at _NAME_KEYS_MAX so a
+# flood of made-up names cannot grow it.
+_NAME_KEYS: dict[str, tuple[str, str]] = {}
+_NAME_KEYS_MAX = 4096
+
+
+def _name_key(name: str) -> tuple[str, str]:
+    entry = _NAME_KEYS.get(name)
+    if entry is None:
+        canon = canonical_name(name)
+        entry = (canon.lower(), canon)
+        if len(_NAME_KEYS) < _NAME_KEYS_MAX:
+            _NAME_KEYS[name] = entry
+    return entry
+
+
 class Headers:
     """An ordered, case-insensitive multimap of header fields.
 
@@ -93,13 +112,12 @@ class Headers:
 
     def add(self, name: str, value: str) -> None:
         """Append a field (after any fields of the same name)."""
-        canon = canonical_name(name)
-        self._items.append((canon.lower(), canon, value))
+        key, canon = _name_key(name)
+        self._items.append((key, canon, value))
 
     def prepend(self, name: str, value: str) -> None:
         """Insert a field before the first one of the same name (e.g. a new top Via)."""
-        canon = canonical_name(name)
-        key = canon.lower()
+        key, canon = _name_key(name)
         for i, (k, _, _) in enumerate(self._items):
             if k == key:
                 self._items.insert(i, (key, canon, value))
@@ -108,7 +126,7 @@ class Headers:
 
     def get(self, name: str, default: str | None = None) -> str | None:
         """Value of the first field named ``name``, or ``default``."""
-        key = canonical_name(name).lower()
+        key = _name_key(name)[0]
         for k, _, v in self._items:
             if k == key:
                 return v
@@ -116,13 +134,12 @@ class Headers:
 
     def get_all(self, name: str) -> list[str]:
         """Values of every field named ``name``, in order."""
-        key = canonical_name(name).lower()
+        key = _name_key(name)[0]
         return [v for k, _, v in self._items if k == key]
 
     def set(self, name: str, value: str) -> None:
         """Replace every field named ``name`` by one field with ``value`` (kept in place)."""
-        canon = canonical_name(name)
-        key = canon.lower()
+        key, canon = _name_key(name)
         out: list[tuple[str, str, str]] = []
         placed = False
         for item in self._items:
@@ -138,12 +155,12 @@ class Headers:
 
     def remove(self, name: str) -> None:
         """Remove every field named ``name``."""
-        key = canonical_name(name).lower()
+        key = _name_key(name)[0]
         self._items = [item for item in self._items if item[0] != key]
 
     def pop_first(self, name: str) -> str | None:
         """Remove and return the first field named ``name`` (e.g. the top Via)."""
-        key = canonical_name(name).lower()
+        key = _name_key(name)[0]
         for i, (k, _, v) in enumerate(self._items):
             if k == key:
                 del self._items[i]
@@ -153,7 +170,7 @@ class Headers:
     def __contains__(self, name: object) -> bool:
         if not isinstance(name, str):
             return False
-        key = canonical_name(name).lower()
+        key = _name_key(name)[0]
         return any(k == key for k, _, _ in self._items)
 
     def __iter__(self) -> Iterator[tuple[str, str]]:
@@ -273,7 +290,7 @@ REASON_PHRASES: dict[int, str] = {
 }
 
 # Headers a response copies from the request it answers (RFC 3261 §8.2.6.2).
-_COPIED_INTO_RESPONSE = ("Via", "From", "To", "Call-ID", "CSeq")
+_COPIED_INTO_RESPONSE = frozenset({"Via", "From", "To", "Call-ID", "CSeq"})
 
 
 def make_response(request: Request, status: int, reason: str = "", *,
@@ -286,12 +303,16 @@ def make_response(request: Request, status: int, reason: str = "", *,
     ``None`` there). Record-Route is copied for 2xx/1xx to dialog-creating requests
     (§12.1.1) — the caller decides via ``extra``; we never copy it implicitly.
     """
-    headers = Headers()
-    for name, value in request.headers:
-        if name in _COPIED_INTO_RESPONSE:
-            if name == "To" and to_tag is not None and ";tag=" not in value.replace(" ", ""):
-                value = f"{value};tag={to_tag}"
-            headers.add(name, value)
+    # The request's entries are canonical already: copy the triples, no name lookups.
+    items: list[tuple[str, str, str]] = []
+    for entry in request.headers._items:
+        if entry[1] in _COPIED_INTO_RESPONSE:
+            if entry[1] == "To" and to_tag is not None:
+                value = entry[2]
+                if ";tag=" not in value.replace(" ", ""):
+                    entry = (entry[0], entry[1], f"{value};tag={to_tag}")
+            items.append(entry)
+    headers = Headers._from_parsed(items)
     for name, value in extra:
         headers.add(name, value)
     return Response(status, reason, headers, body)
