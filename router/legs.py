@@ -12,7 +12,7 @@ from collections.abc import Iterable
 from sip.errors import SipParseError
 from sip.headers import NameAddr
 from sip.message import Headers, Request, Response
-from sip.uri import SipUri, parse_uri
+from sip.uri import SipUri, parse_uri_shared
 
 # Carried from the caller's INVITE to the centre: identity and privacy (RFC 3325, RFC 3323),
 # location (RFC 6442), emergency context (Call-Info, RFC 7852), priority (RFC 4412), and the body.
@@ -50,7 +50,7 @@ def copy_headers(source: Headers, names: Iterable[str], into: Headers) -> None:
 def uri_destination(uri_text: str) -> tuple[str, int, str]:
     """Where to send a request for ``uri_text``: (host, port, transport) per RFC 3263's
     no-DNS-SRV subset: explicit port or 5060, ``transport`` parameter or UDP."""
-    uri = parse_uri(uri_text)
+    uri = parse_uri_shared(uri_text)
     if not isinstance(uri, SipUri):
         raise SipParseError("Centre URI is not a SIP URI", 416)
     transport = (uri.params.get("transport") or "udp").upper()

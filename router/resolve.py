@@ -21,7 +21,7 @@ from dataclasses import dataclass
 from municipality_map import RouteLookup, Service
 from sip.errors import SipParseError
 from sip.message import Request
-from sip.uri import AbsoluteUri, SipUri, TelUri, parse_uri
+from sip.uri import AbsoluteUri, SipUri, TelUri, parse_uri_shared
 
 
 class LocationSource(enum.StrEnum):
@@ -85,7 +85,7 @@ def dialled_service(request: Request) -> DialledService | None:
 
     Raises :class:`SipParseError` (416/400) for a Request-URI that does not parse.
     """
-    uri = parse_uri(request.uri)
+    uri = parse_uri_shared(request.uri)
     if isinstance(uri, AbsoluteUri):
         service = _URN_SERVICES.get(f"{uri.scheme}:{uri.value}".lower())
         return DialledService(service, None) if service else None
@@ -102,7 +102,7 @@ def dialled_service(request: Request) -> DialledService | None:
 def _uri_param_municipality(request: Request) -> str | None:
     """``kommune`` as a URI parameter (``sip:113@host;kommune=0301``) or user-param."""
     try:
-        uri = parse_uri(request.uri)
+        uri = parse_uri_shared(request.uri)
     except SipParseError:
         return None
     if isinstance(uri, SipUri):

@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 from .errors import SipParseError, SipUsageError
 from .headers import NameAddr, parse_cseq
 from .message import Headers, Request, Response
-from .uri import SipUri, parse_uri
+from .uri import SipUri, parse_uri, parse_uri_shared
 
 # Parameters that may not appear in a Request-URI (RFC 3261 §19.1.1 table): stripped when a
 # strict-routing route becomes the Request-URI (§12.2.1.1).
@@ -185,7 +185,7 @@ class Dialog:
             text = NameAddr.parse(self.route_set[0], "Route").uri
         else:
             text = self.remote_target
-        uri = parse_uri(text)
+        uri = parse_uri_shared(text)
         if not isinstance(uri, SipUri):
             raise SipParseError("Unsupported URI Scheme", 416, detail=f"next hop {text[:100]!r}")
         host = (uri.params.get("maddr") or uri.host).lower()
@@ -231,7 +231,7 @@ def _contact_target(headers: Headers) -> str:
     if len(contacts) > 1 or contacts[0] == "*":
         raise SipParseError("Bad Contact header", detail="a dialog needs exactly one Contact")
     uri = NameAddr.parse(contacts[0], "Contact").uri
-    if not isinstance(parse_uri(uri), SipUri):
+    if not isinstance(parse_uri_shared(uri), SipUri):
         raise SipParseError("Bad Contact header", detail="not a SIP URI")
     return uri
 

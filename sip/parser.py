@@ -23,7 +23,7 @@ from .errors import SipParseError, SipUsageError
 from .headers import NameAddr, Via, is_token, parse_cseq, parse_max_forwards
 from .ids import new_tag
 from .message import Headers, Request, Response, canonical_name, make_response
-from .uri import SipUri, parse_uri
+from .uri import SipUri, parse_uri_shared
 
 
 @dataclass(frozen=True, slots=True)
@@ -282,7 +282,7 @@ def _check_headers(message: Request | Response, singles: dict[str, str],
         if method != message.method:  # §8.1.1.5; RFC 4475 §3.1.2.17, §3.1.2.18
             raise SipParseError("CSeq method mismatch")
         try:
-            parse_uri(message.uri)
+            parse_uri_shared(message.uri)
         except SipParseError as exc:
             if exc.status != 400:
                 raise
@@ -332,7 +332,7 @@ def validate_request(request: Request) -> None:
 
 
 def _validate_request(request: Request) -> None:
-    uri = parse_uri(request.uri)
+    uri = parse_uri_shared(request.uri)
     if isinstance(uri, SipUri) and uri.headers:  # §19.1.5; RFC 4475 §3.1.2.11
         raise SipParseError("Bad Request-URI", detail="headers in Request-URI")
     contacts: list[str] = []

@@ -16,6 +16,7 @@ host.
 
 from __future__ import annotations
 
+import functools
 import string
 from dataclasses import dataclass, field
 from urllib.parse import quote, unquote
@@ -226,6 +227,18 @@ def parse_uri(text: str) -> Uri:
             raise _bad("uri", text)
         return AbsoluteUri(scheme, rest)
     raise SipParseError("Unsupported URI Scheme", 416, detail=f"scheme {scheme!r}")
+
+
+@functools.lru_cache(maxsize=1024)
+def parse_uri_shared(text: str) -> Uri:
+    """:func:`parse_uri`, memoised: the *same* object for the same text. Do not mutate it.
+
+    For readers only (validation, routing, next hop). A call parses the same few URIs — the
+    Request-URI, each side's Contact, the centre's URI — about ten times across the layers;
+    a hit costs a dict probe instead of a parse. Errors are not cached: a bad URI raises each
+    time, as :func:`parse_uri` does.
+    """
+    return parse_uri(text)
 
 
 def _parse_sip(scheme: str, rest: str, whole: str) -> SipUri:
