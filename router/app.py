@@ -1,8 +1,11 @@
 """Lifecycle of a router node: load config and table, bind, run until told to stop.
 
-Start order: settings → routing snapshot (a bad table stops the start with the validation
-errors) → transaction layer + dispatcher → listeners. Stop: SIGTERM/SIGINT set an event; the
-listeners close. (Graceful drain with 503 + Retry-After comes with the failover issue.)
+Start order: settings → table store and the version in force (an empty database imports and
+activates ``routing.table_dir``; an unreachable one falls back to it from disk; a bad table
+stops the start with the validation errors) → transaction layer + dispatcher → listeners →
+metrics endpoint → background tasks (table poll, MQTT sync, drop folder). Stop: SIGTERM/SIGINT
+set an event; background tasks are cancelled, the listeners close, then the store and the
+metrics endpoint. (Graceful drain with 503 + Retry-After comes with the failover issue.)
 """
 
 from __future__ import annotations
@@ -10,15 +13,20 @@ from __future__ import annotations
 import asyncio
 import logging
 import signal
-from dataclasses import dataclass
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, cast
 
-from municipality_map import RoutingSnapshot, load_snapshot
+from municipality_map import RoutingSnapshot
 from sip.timers import TimerConfig
 from sip.transaction import TransactionLayer
 from sip.transport import SipEndpoint
 
 from .b2bua import B2bua
 from .config import NodruteSettings
+from .metrics import NodeMetrics
+from .tables import ActiveTable, TableManager, utc_now
 
 log = logging.getLogger("nodrute.app")
 
@@ -29,7 +37,14 @@ class RunningRouter:
 
     endpoint: SipEndpoint
     b2bua: B2bua
-    snapshot: RoutingSnapshot
+    tables: TableManager
+    metrics: NodeMetrics | None = None
+    tasks: list[asyncio.Task[None]] = field(default_factory=list)
+
+    @property
+    def snapshot(self) -> RoutingSnapshot:
+        """The table in force now (what a new call gets)."""
+        return self.b2bua.snapshot
 
     @property
     def port(self) -> int:
@@ -37,40 +52,152 @@ class RunningRouter:
         return self.endpoint.local_address[1]
 
     async def close(self) -> None:
+        for task in self.tasks:
+            task.cancel()
+        await asyncio.gather(*self.tasks, return_exceptions=True)
         await self.endpoint.close()
+        await self.tables.close()
+        if self.metrics is not None:
+            self.metrics.close()
 
 
-def check_default_centres(settings: NodruteSettings, snapshot: RoutingSnapshot) -> None:
-    """Refuse to start when a default centre is missing: those calls would have nowhere to go."""
+def default_centre_problem(settings: NodruteSettings, snapshot: RoutingSnapshot) -> str | None:
+    """Why ``snapshot`` cannot be used with these settings (a default centre missing), or None."""
     from municipality_map import Service
 
     for service in Service:
         centre_id = settings.routing.default_centre(service)
         centre = snapshot.centre(centre_id)
         if centre is None or centre.service is not service or not centre.uris:
-            raise SystemExit(
+            return (
                 f"default centre for {service.value} is {centre_id!r}, which is not a "
                 f"{service.value} centre with a URI in table {snapshot.version.label}"
             )
+    return None
+
+
+def check_default_centres(settings: NodruteSettings, snapshot: RoutingSnapshot) -> None:
+    """Refuse to start when a default centre is missing: those calls would have nowhere to go."""
+    problem = default_centre_problem(settings, snapshot)
+    if problem is not None:
+        raise SystemExit(problem)
+
+
+def table_manager(settings: NodruteSettings, metrics: NodeMetrics | None) -> TableManager:
+    """The node's TableManager on the configured database (opened lazily, retried)."""
+    from municipality_map.store import StoredVersion, TableStore, snapshot_from_stored
+
+    url = settings.database.url
+    _make_sqlite_folder(url)
+
+    async def open_store() -> TableStore:
+        return await TableStore.open(url)
+
+    def check(snapshot: RoutingSnapshot) -> None:
+        problem = default_centre_problem(settings, snapshot)
+        if problem is not None:
+            raise ValueError(problem)
+
+    return TableManager(
+        open_store, lambda version: snapshot_from_stored(cast(StoredVersion, version)),
+        clock=utc_now, poll_interval_s=settings.tables.poll_interval_s,
+        actor=f"node:{node_id(settings)}", metrics=metrics, check=check,
+    )  # fmt: skip
+
+
+def node_id(settings: NodruteSettings) -> str:
+    from municipality_map.sync import default_node_id
+
+    return settings.mqtt.node_id or default_node_id()
+
+
+def _make_sqlite_folder(url: str) -> None:
+    scheme, sep, path = url.partition(":///")
+    if sep and scheme.startswith("sqlite") and path.startswith("/"):
+        Path(path).parent.mkdir(parents=True, exist_ok=True)
+
+
+def _background_tasks(settings: NodruteSettings, tables: TableManager,
+                      metrics: NodeMetrics | None) -> list[asyncio.Task[None]]:
+    """The table poll, the MQTT session and the drop folder, as tasks."""
+    tasks = [asyncio.create_task(tables.run(), name="tables-poll")]
+    announce: Callable[[Any, Any], Awaitable[None]] | None = None
+    if settings.mqtt.url:
+        from municipality_map.sync import ActivationNotice, TableSync, publish_activation
+
+        def heard(notice: ActivationNotice) -> None:
+            tables.announced(notice.version_id, notice.sha256)
+
+        sync = TableSync(settings.mqtt.url, settings.mqtt.topic_prefix, node_id(settings), heard,
+                         on_failure=metrics.reload_failed if metrics else lambda: None)
+
+        def publish(active: ActiveTable) -> None:
+            sync.publish_active({
+                "version_id": active.version_id, "label": active.label,
+                "sha256": active.sha256, "activated_at": active.activated_at.isoformat(),
+            })
+
+        if tables.active is not None:
+            publish(tables.active)
+        tables.on_switch.append(publish)
+        tasks.append(asyncio.create_task(sync.run(), name="mqtt-sync"))
+
+        async def publish_to_broker(activation: Any, version: Any) -> None:
+            await publish_activation(settings.mqtt.url, settings.mqtt.topic_prefix,
+                                     activation, version)
+
+        announce = publish_to_broker
+    if settings.tables.drop_dir is not None:
+        from .dropfolder import DropFolderWatcher
+
+        async def store() -> Any:
+            return await tables._ensure_store()
+
+        watcher = DropFolderWatcher(
+            settings.tables.drop_dir, store, clock=utc_now, actor=f"drop:{node_id(settings)}",
+            on_change=tables.notify, announce=announce,
+            interval_s=settings.tables.drop_poll_interval_s,
+        )  # fmt: skip
+        tasks.append(asyncio.create_task(watcher.run(), name="drop-folder"))
+    return tasks
 
 
 async def start_router(settings: NodruteSettings) -> RunningRouter:
     """Load the table, bind the listeners and wire the layers; returns once serving."""
-    snapshot = load_snapshot(settings.routing.table_dir)
-    check_default_centres(settings, snapshot)
+    metrics = NodeMetrics() if settings.metrics.enabled else None
+    tables = table_manager(settings, metrics)
+    try:
+        snapshot = await tables.start(
+            settings.routing.table_dir,
+            import_on_empty=settings.tables.import_configured_table_on_empty,
+        )
+        check_default_centres(settings, snapshot)
+    except BaseException:
+        await tables.close()
+        raise
     sip = settings.sip
     layer = TransactionLayer(TimerConfig(t1=sip.t1_s, t2=sip.t2_s, t4=sip.t4_s))
     endpoint = SipEndpoint(layer)
     await endpoint.start(sip.host, sip.port, sip.transports)
     assert endpoint.local_address is not None
-    b2bua = B2bua(layer, settings, snapshot, port=endpoint.local_address[1])
+    b2bua = B2bua(layer, settings, snapshot, port=endpoint.local_address[1],
+                  on_call_ended=metrics.call_ended if metrics else None)
     endpoint.user = b2bua
+    tables.attach(b2bua)
+    if metrics is not None:
+        metrics.track_active_calls(lambda: b2bua.active_calls)
+        try:
+            metrics.serve(settings.metrics.host, settings.metrics.port)
+        except OSError:
+            log.exception("metrics endpoint %s:%d not started; routing goes on without it",
+                          settings.metrics.host, settings.metrics.port)
     log.info(
         "nodrute listening on %s:%s (%s), table %s with %d municipalities",
         sip.host, endpoint.local_address[1], "+".join(sip.transports), snapshot.version.label,
         snapshot.municipality_count,
     )
-    return RunningRouter(endpoint, b2bua, snapshot)
+    tasks = _background_tasks(settings, tables, metrics)
+    return RunningRouter(endpoint, b2bua, tables, metrics, tasks)
 
 
 async def serve(settings: NodruteSettings) -> None:

@@ -28,7 +28,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, Protocol
 
-from municipality_map import RoutingSnapshot
+from municipality_map import RoutingSnapshot, TableError
 from municipality_map.schedule import active_at, next_after
 
 log = logging.getLogger("nodrute.tables")
@@ -135,6 +135,7 @@ class TableManager:
         self._activations: list[ActivationLike] = []
         self._cache: OrderedDict[int, tuple[VersionLike, RoutingSnapshot]] = OrderedDict()
         self._rejected: set[int] = set()
+        self._announced: dict[int, str] = {}
         self._timer: asyncio.TimerHandle | None = None
         self._armed_for: datetime | None = None
         self._wake = asyncio.Event()
@@ -183,6 +184,15 @@ class TableManager:
         """Re-read the store soon (an MQTT notice, a drop-folder import)."""
         self._wake.set()
 
+    def announced(self, version_id: int, sha256: str) -> None:
+        """An MQTT notice: ``version_id`` was activated or scheduled with content ``sha256``.
+
+        The database decides what is in force; the notice's hash must match the stored
+        version's, or that version is refused on this node.
+        """
+        self._announced[version_id] = sha256
+        self.notify()
+
     async def run(self) -> None:
         """Poll the store forever (cancel to stop)."""
         try:
@@ -224,10 +234,14 @@ class TableManager:
             return False
         try:
             version = await store.get_version(version_id)
+            announced = self._announced.get(version_id)
+            if announced is not None and announced != version.sha256:
+                raise ValueError(f"announced sha256 {announced[:12]}… but the database has "
+                                 f"{version.sha256[:12]}…")
             snapshot = await asyncio.to_thread(self._build, version)
             if self._check is not None:
                 self._check(snapshot)
-        except (KeyError, ValueError, SystemExit) as err:
+        except (KeyError, ValueError, TableError) as err:
             # Permanently bad (missing, hash mismatch, invalid, lacks a default centre):
             # never switch to it; the table in force stays.
             self._rejected.add(version_id)

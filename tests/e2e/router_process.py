@@ -30,8 +30,18 @@ def router_command(config: Path) -> list[str]:
     return [sys.executable, "-m", "router", "serve", "--config", str(config)]
 
 
-def write_router_config(path: Path, port: int, table_dir: Path = TABLE_DIR) -> Path:
-    """A config for the test router: 127.0.0.1:``port``, UDP and TCP, the given table."""
+def write_router_config(path: Path, port: int, table_dir: Path = TABLE_DIR, *,
+                        extra: str = "") -> Path:
+    """A config for the test router: 127.0.0.1:``port``, UDP and TCP, the given table.
+
+    The table database is a SQLite file next to the config (unless ``extra`` has its own
+    ``[database]``); the metrics endpoint is off unless ``extra`` has a ``[metrics]``.
+    """
+    if "[database]" not in extra:
+        database = (path.parent / "nodrute.db").resolve().as_posix()
+        extra += f'\n[database]\nurl = "sqlite+aiosqlite:///{database}"\n'
+    if "[metrics]" not in extra:
+        extra += "\n[metrics]\nenabled = false\n"
     path.write_text(
         f"""\
 [sip]
@@ -48,7 +58,7 @@ default_centre_116117 = "{DEFAULT_CENTRE_116117}"
 name = "default"
 municipality_sources = ["header", "uri_param", "prefix"]
 municipality_header = "X-Kommunenummer"
-""",
+{extra}""",
         encoding="utf-8",
     )
     return path
@@ -105,15 +115,17 @@ class RunningRouter:
 
 
 @contextmanager
-def running_router(workdir: Path, table_dir: Path = TABLE_DIR) -> Iterator[RunningRouter]:
+def running_router(
+    workdir: Path, table_dir: Path = TABLE_DIR, *, extra_config: str = "", port: int | None = None,
+) -> Iterator[RunningRouter]:
     """Start the router, wait until it answers OPTIONS with 200, stop it with SIGTERM after.
 
     Fails (AssertionError with the router's stderr) if it does not come up, or if it died
     while in use.
     """
     workdir.mkdir(parents=True, exist_ok=True)
-    port = free_port()
-    config = write_router_config(workdir / "nodrute.toml", port, table_dir)
+    port = port or free_port()
+    config = write_router_config(workdir / "nodrute.toml", port, table_dir, extra=extra_config)
     stderr_path = workdir / "router.stderr.log"
     env = {k: v for k, v in os.environ.items() if not k.startswith("NODRUTE__")}
     env["PYTHONUNBUFFERED"] = "1"
