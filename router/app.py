@@ -191,10 +191,13 @@ async def start_router(settings: NodruteSettings) -> RunningRouter:
         except OSError:
             log.exception("metrics endpoint %s:%d not started; routing goes on without it",
                           settings.metrics.host, settings.metrics.port)
+    # loop= is read by the bench (issue 3: record whether uvloop was on)
+    loop_name = "uvloop" if type(asyncio.get_running_loop()).__module__.startswith("uvloop") \
+        else "asyncio"
     log.info(
-        "nodrute listening on %s:%s (%s), table %s with %d municipalities",
-        sip.host, endpoint.local_address[1], "+".join(sip.transports), snapshot.version.label,
-        snapshot.municipality_count,
+        "nodrute listening on %s:%s (%s) loop=%s, table %s with %d municipalities",
+        sip.host, endpoint.local_address[1], "+".join(sip.transports), loop_name,
+        snapshot.version.label, snapshot.municipality_count,
     )
     tasks = _background_tasks(settings, tables, metrics)
     return RunningRouter(endpoint, b2bua, tables, metrics, tasks)
