@@ -6,7 +6,7 @@ BIN    := $(VENV)/bin
 # apt-get needs root: use sudo only when we are not root already.
 SUDO   := $(shell [ "$$(id -u)" -eq 0 ] || echo sudo)
 
-.PHONY: venv deps run test lint loadtest-data
+.PHONY: venv deps run test lint loadtest-data bench
 
 ## venv: .venv with the project (editable) and its test tools; redone when pyproject.toml changes
 venv: $(VENV)/.installed
@@ -43,3 +43,8 @@ lint: venv
 ## loadtest-data: regenerate loadtests/data/calls_all.csv from the sample table
 loadtest-data: venv
 	$(BIN)/python loadtests/make_call_csv.py
+
+## bench: router vs SIPp-only ceiling, calls/s ramp + held calls (~5 min; loadtests/README.md).
+## Longer runs: make bench BENCH_ARGS="--step-s 30 --repeat 3 --keep-going"
+bench: venv deps
+	$(BIN)/python loadtests/bench.py $(BENCH_ARGS)
