@@ -16,6 +16,7 @@ A broker outage only delays the nudge: every node also polls the database. Knows
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import logging
 import os
@@ -164,6 +165,13 @@ class TableSync:
             try:
                 async for message in client.messages:
                     self._received(message.payload)
+            except asyncio.CancelledError:
+                # A clean stop sends DISCONNECT, which suppresses the will: say it ourselves.
+                publisher.cancel()
+                with contextlib.suppress(aiomqtt.MqttError, TimeoutError):
+                    async with asyncio.timeout(1.0):
+                        await client.publish(own, OFFLINE, qos=1, retain=True)
+                raise
             finally:
                 publisher.cancel()
                 self.connected = False
