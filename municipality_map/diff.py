@@ -114,7 +114,8 @@ class TableDiff:
 def _change(change: CentreChange) -> str:
     old = change.old or "(none)"
     new = change.new or "(none)"
-    return f"{change.kommunenummer} {change.name}: {old} \u2192 {new}".replace("  ", " ")
+    named = f"{change.kommunenummer} {change.name}" if change.name else change.kommunenummer
+    return f"{named}: {old} \u2192 {new}"
 
 
 def _edit(edit: CentreEdit) -> list[str]:
