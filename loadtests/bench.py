@@ -20,13 +20,13 @@ the flags. One run, everything on 127.0.0.1:
    calls with a long hold time at a moderate rate until ``rate x hold`` calls are up at
    once; reports the peak of concurrent calls and the router's RSS growth per held call.
 
-Per step it records calls/s achieved (successful calls / the UAC's run time by SIPp's
-clock), failed calls (by SIPp's reason), retransmissions (UAC and UAS), response times
-p50/p95/p99/max from ``-trace_rtt`` for INVITE->100 (``trying``), INVITE->180 (``ringing``)
-and INVITE->200 (``answer``), the peak of concurrent calls (SIPp's ``CurrentCall``, sampled
-every second), and the router's CPU (mean over the step, 100 % = one core) and RSS (psutil,
-sampled every 0.25 s). ``--repeat N`` runs each step N times; the tables quote medians, a step
-counts as zero-failure only if every repeat was.
+Per step it records calls/s achieved (successful calls / the longer of the step's length and
+the time of the last 200 OK), failed calls (by SIPp's reason), retransmissions (UAC and UAS),
+response times p50/p95/p99/max from ``-trace_rtt`` for INVITE->100 (``trying``), INVITE->180
+(``ringing``) and INVITE->200 (``answer``), the peak of concurrent calls (SIPp's
+``CurrentCall``, sampled every second), and the router's CPU (mean over the step, 100 % = one
+core) and RSS (psutil, sampled every 0.25 s). ``--repeat N`` runs each step N times; the
+tables quote medians, a step counts as zero-failure only if every repeat was.
 
 Output: ``bench-results/bench-<timestamp>.json`` (every raw figure and the environment:
 CPUs, load average, Python, uvloop in the router, SIPp version, git commit) and
@@ -63,7 +63,6 @@ from bench_processes import (
     PortPool,
     ProcessSampler,
     Router,
-    epoch,
     percentile,
     read_rtt,
     read_stat_lines,
@@ -243,9 +242,10 @@ class Bench:
         uas_finals = [c.final_stats() for c in centres]
         successful = stat_int(final, "SuccessfulCall(C)")
         times = read_rtt(uac.workdir)
-        # SIPp's own run time (first call placed -> last call ended), without process start.
-        sipp_seconds = epoch(final.get("CurrentTime")) - epoch(final.get("StartTime"))
-        run_seconds = sipp_seconds if sipp_seconds > 0 else uac_seconds
+        # Calls answered per second of offered time: the step lasts calls/rate, or longer if
+        # the last 200 OK came later (by SIPp's clock; -trace_rtt stamps ms since its start).
+        last_answer_s = max(times.get("answer_at", [0.0])) / 1000
+        run_seconds = max(calls / rate, last_answer_s)
         return StepResult(
             target=target, rate=rate, repeat=repeat, hold_ms=hold_ms,
             calls_offered=calls, successful_calls=successful,

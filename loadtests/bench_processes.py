@@ -93,24 +93,19 @@ def stat_int(stats: dict[str, str], column: str) -> int:
 
 
 def read_rtt(directory: Path) -> dict[str, list[float]]:
-    """Response times in ms per timer name from the ``*_rtt.csv`` files SIPp wrote there."""
+    """Response times in ms per timer name from the ``*_rtt.csv`` files SIPp wrote there;
+    ``<name>_at`` holds when each was measured (ms since SIPp started), in the same order."""
     times: dict[str, list[float]] = {}
     for path in sorted(directory.glob("*_rtt.csv")):
         with path.open(newline="") as f:
             for row in csv.DictReader(f, delimiter=";"):
                 try:
-                    times.setdefault(row["rtd_no"], []).append(float(row["response_time_ms"]))
+                    value, at = float(row["response_time_ms"]), float(row["Date_ms"])
                 except (KeyError, TypeError, ValueError):
                     continue  # a line cut short when SIPp was stopped
+                times.setdefault(row["rtd_no"], []).append(value)
+                times.setdefault(f"{row['rtd_no']}_at", []).append(at)
     return times
-
-
-def epoch(stamp: str | None) -> float:
-    """SIPp's time columns read ``2026-11-23<TAB>04:34:12.523164<TAB>1795408452.523164``."""
-    try:
-        return float((stamp or "").split("\t")[-1])
-    except ValueError:
-        return 0.0
 
 
 def percentile(values: Sequence[float], fraction: float) -> float | None:
