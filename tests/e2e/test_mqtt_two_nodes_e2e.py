@@ -10,18 +10,20 @@ from __future__ import annotations
 
 import asyncio
 import json
+import re
 import shutil
 import socket
 import subprocess
 import sys
 import time
 from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import aiomqtt
 import pytest
 from router_process import running_router
-from sipp_harness import LOOPBACK, free_port
+from sipp_harness import LOOPBACK, SippFleet, free_port, write_injection_file
 from table_versions_e2e import make_table, scrape, table_label
 
 pytestmark = pytest.mark.e2e
@@ -36,23 +38,23 @@ def mosquitto_binary() -> str | None:
         None)
 
 
-@pytest.fixture
-def broker(tmp_path: Path) -> Iterator[int]:
-    """A mosquitto on 127.0.0.1:<free port>; yields the port."""
+@contextmanager
+def mosquitto(workdir: Path, port: int) -> Iterator[int]:
+    """A mosquitto listening on 127.0.0.1:``port`` until the block ends."""
     binary = mosquitto_binary()
     if binary is None:
         pytest.skip("mosquitto is not installed (Debian package mosquitto; `make deps`)")
-    port = free_port()
-    conf = tmp_path / "mosquitto.conf"
+    workdir.mkdir(parents=True, exist_ok=True)
+    conf = workdir / "mosquitto.conf"
     conf.write_text(f"listener {port} {LOOPBACK}\nallow_anonymous true\npersistence false\n",
                     encoding="utf-8")
-    log = (tmp_path / "mosquitto.log").open("wb")
+    log = (workdir / "mosquitto.log").open("wb")
     process = subprocess.Popen([binary, "-c", str(conf)], stdout=log, stderr=subprocess.STDOUT,
                                stdin=subprocess.DEVNULL)
     try:
         deadline = time.monotonic() + 10
         while True:
-            assert process.poll() is None, (tmp_path / "mosquitto.log").read_text()
+            assert process.poll() is None, (workdir / "mosquitto.log").read_text()
             try:
                 socket.create_connection((LOOPBACK, port), timeout=0.2).close()
                 break
@@ -64,6 +66,13 @@ def broker(tmp_path: Path) -> Iterator[int]:
         process.terminate()
         process.wait(timeout=10)
         log.close()
+
+
+@pytest.fixture
+def broker(tmp_path: Path) -> Iterator[int]:
+    """A mosquitto on 127.0.0.1:<free port>; yields the port."""
+    with mosquitto(tmp_path / "mosquitto", free_port()) as port:
+        yield port
 
 
 def cli(*args: str) -> subprocess.CompletedProcess[str]:
@@ -147,3 +156,45 @@ async def test_activate_on_one_node_switches_both(broker: int, tmp_path: Path) -
     status = await node_status(broker, 2)
     assert {n: s.get("state") for n, s in status.items()} == {
         "node-a": "offline", "node-b": "offline"}
+
+
+def failures(metrics_port: int) -> float:
+    match = re.search(r"^nodrute_routing_table_reload_failures_total ([\d.e+]+)$",
+                      scrape(metrics_port), re.M)
+    return float(match.group(1)) if match else 0.0
+
+
+async def test_no_broker_keeps_routing_and_recovers_when_it_comes(
+    sipp: SippFleet, tmp_path: Path,
+) -> None:
+    broker_port, metrics_port, oslo = free_port(), free_port(), free_port()
+    ports = {"AMK-OSLO": oslo, "AMK-INNLANDET": free_port()}
+    old = make_table(tmp_path / "old", "e2e-nobroker-old", ports=ports)
+    new = make_table(tmp_path / "new", "e2e-nobroker-new", amk={"0301": "AMK-INNLANDET"},
+                     ports=ports)
+    centres = sipp.start_centres("uas_centre.xml", ports.items())
+    extra = (f"[tables]\npoll_interval_s = 60.0\n"
+             f'[mqtt]\nurl = "mqtt://{LOOPBACK}:{broker_port}"\ntopic_prefix = "{PREFIX}"\n'
+             f'node_id = "lonely"\n[metrics]\nhost = "{LOOPBACK}"\nport = {metrics_port}\n')
+    calls = 20
+    injection = write_injection_file(
+        tmp_path / "calls.csv", (("113", "0301", f"4794{n:06d}") for n in range(calls)))
+    with running_router(tmp_path / "router", old, extra_config=extra) as router:
+        deadline = time.monotonic() + 5
+        while failures(metrics_port) < 1:  # the broker's absence is counted…
+            assert time.monotonic() < deadline, router.failure_report()
+            time.sleep(0.05)
+        uac = sipp.run_uac("uac_emergency.xml", router.port, injection_file=injection,
+                           calls=calls, rate_per_s=20, timeout_s=20)
+        # …and routing goes on.
+        assert uac.failed_calls == 0 and uac.successful_calls == calls, uac.summary()
+        with mosquitto(tmp_path / "mosquitto", broker_port):
+            deadline = time.monotonic() + 6  # reconnects every 2 s
+            while (await node_status(broker_port, 1)).get("lonely", {}).get("state") != "online":
+                assert time.monotonic() < deadline, router.failure_report()
+            done = cli("import", str(new), "--activate", "--config", str(router.config_path))
+            assert done.returncode == 0, done.stderr
+            assert "announced on MQTT" in done.stdout, done.stdout + done.stderr
+            assert wait_for_label(metrics_port, "e2e-nobroker-new", SWITCH_LIMIT_S) is not None
+    for uas in centres.values():
+        uas.stop()
