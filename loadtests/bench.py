@@ -211,7 +211,8 @@ class Bench:
                 centre.stop()
             raise SystemExit(f"centre SIPp exited at start (port taken?): {dead} in {step_dir}")
         destination = router.port if router is not None else self.mix.centres[0].port
-        concurrent_limit = max(1000, int(rate * (hold_ms / 1000 + 5) * 1.5))
+        # Room for every call of the step at once, under SIPp's open-files check (20000).
+        concurrent_limit = min(19000, max(1000, int(rate * (hold_ms / 1000 + 3) * 1.2)))
         timeout_s = int(seconds + hold_ms / 1000 + self.recv_timeout_ms / 1000 + 30)
         uac_args = [
             "-p", str(self.ports.take()), "-t", "u1", "-inf", str(self.calls_file),
