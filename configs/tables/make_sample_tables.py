@@ -178,7 +178,8 @@ def choose_backups(
             ranked = sorted(candidates, key=lambda a: (-shared[a], a))
         elif here is not None:
             located = [(a, c) for a in candidates if (c := centre_of(a)) is not None]
-            ranked = [a for a, _ in sorted(located, key=lambda ac: (_distance_km(here, ac[1]), ac[0]))]
+            by_distance = sorted(located, key=lambda ac: (_distance_km(here, ac[1]), ac[0]))
+            ranked = [a for a, _ in by_distance]
         else:
             served_from = {area_of.get(SERVED_FROM.get(code, "")) for code in members[area]}
             anchored = [a for a in candidates if a in served_from]
