@@ -57,6 +57,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+from bench_kamailio import kamailio_binary, kamailio_version, running_kamailio
 from bench_processes import (
     LOOPBACK,
     REPO,
@@ -372,11 +373,39 @@ def markdown_report(report: dict[str, Any]) -> str:
             )
             + f"{_fmt(ratio, 2)} |"
         )
+    kamailio = report["steps"]["kamailio"]
+    if kamailio:
+        routers = {s["rate"]: s for s in report["steps"]["router"]}
+        lines += [
+            "",
+            "Peer baseline, Kamailio (stateful proxy, htable lookup; CPU and RSS summed over "
+            "its processes):",
+            "",
+            "| calls/s offered | kamailio ok/s | failed | retrans | INVITE→180 | INVITE→200 | "
+            "kamailio CPU % | ok/s router/kamailio |",
+            "|---:|---:|---:|---:|---|---|---:|---:|",
+        ]
+        for summary in kamailio:
+            router_step = routers.get(summary["rate"])
+            ratio = (
+                router_step["achieved_cps"] / summary["achieved_cps"]
+                if router_step and summary["achieved_cps"] else None
+            )
+            lines.append(
+                f"| {summary['rate']:g} | {_fmt(summary['achieved_cps'])} | "
+                f"{_fmt(summary['failed_calls'])} | "
+                f"{_fmt(summary['retransmissions_uac'])}+{_fmt(summary['retransmissions_uas'])}"
+                f" | {_triple(summary['response_ms']['ringing'])} | "
+                f"{_triple(summary['response_ms']['answer'])} | "
+                f"{_fmt(summary['router'].get('router_cpu_percent_mean'))} | {_fmt(ratio, 2)} |"
+            )
     ok = report["highest_zero_failure_rate"]
     lines += [
         "",
         f"Highest rate with zero failures: router **{_fmt(ok['router'])}** calls/s, "
-        f"ceiling (SIPp→SIPp) {_fmt(ok['ceiling'])} calls/s (of the rates tried). "
+        f"ceiling (SIPp→SIPp) {_fmt(ok['ceiling'])} calls/s"
+        + (f", kamailio {_fmt(ok['kamailio'])} calls/s" if kamailio else "")
+        + " (of the rates tried). "
         "Retransmissions: caller+centres.",
     ]
     held = report.get("held")
@@ -428,6 +457,8 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
                         help="run every rate even after a step with failures")
     parser.add_argument("--no-ceiling", action="store_true", help="skip SIPp→SIPp steps")
     parser.add_argument("--no-held", action="store_true", help="skip the held-calls run")
+    parser.add_argument("--with-kamailio", action="store_true",
+                        help="also ramp Debian's kamailio as a stateful proxy (peer baseline)")
     parser.add_argument("--held-rate", type=float, default=500.0,
                         help="calls/s of the held-calls run")
     parser.add_argument("--held-hold-s", type=float, default=22.0,
@@ -493,8 +524,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             "rows": [list(r) for r in mix.rows],
             "centres": [asdict(c) for c in mix.centres],
         },
-        "raw": {"router": [], "ceiling": []},
-        "steps": {"router": [], "ceiling": []},
+        "raw": {"router": [], "ceiling": [], "kamailio": []},
+        "steps": {"router": [], "ceiling": [], "kamailio": []},
     }  # fmt: skip
 
     def log(text: str) -> None:
@@ -531,6 +562,14 @@ def main(argv: Sequence[str] | None = None) -> int:
         router_rates = ramp("router", router, rates)
     if not args.no_ceiling:
         ramp("ceiling", None, router_rates)
+    if args.with_kamailio:
+        kamailio = kamailio_binary()
+        if kamailio is None:
+            raise SystemExit("--with-kamailio: kamailio is not installed (apt-get install)")
+        report["environment"]["kamailio_version"] = kamailio_version(kamailio)
+        kam_dir = workdir / "kamailio"
+        with running_kamailio(kamailio, kam_dir, ports.take(), table_dir) as proxy:
+            ramp("kamailio", proxy, router_rates)
     if not args.no_held:
         hold_ms = int(args.held_hold_s * 1000)
         with running_router(
@@ -555,7 +594,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             f"{held.router['router_rss_mib_before']} -> {held.router['router_rss_mib_peak']} MiB"
         )
     report["highest_zero_failure_rate"] = {
-        target: highest_clean_rate(report["steps"][target]) for target in ("router", "ceiling")
+        target: highest_clean_rate(report["steps"][target])
+        for target in ("router", "ceiling", "kamailio")
     }
     report["environment"]["loadavg_after"] = load_average()
     json_path = args.out / f"bench-{stamp}.json"

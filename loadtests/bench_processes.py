@@ -262,10 +262,12 @@ def running_router(
 
 
 class ProcessSampler:
-    """CPU and RSS of one process, sampled in a thread while a step runs."""
+    """CPU and RSS of a process and its children (Kamailio forks workers), sampled in a thread
+    while a step runs. RSS is summed over the processes, so shared memory counts per process."""
 
     def __init__(self, pid: int, interval_s: float = 0.25) -> None:
-        self.process = psutil.Process(pid)
+        root = psutil.Process(pid)
+        self.processes = [root, *root.children(recursive=True)]
         self.interval_s = interval_s
         self.rss: list[int] = []
         self.cpu_percent: list[float] = []
@@ -273,10 +275,11 @@ class ProcessSampler:
         self._thread = threading.Thread(target=self._run, daemon=True)
 
     def __enter__(self) -> ProcessSampler:
-        self.rss_before = self.process.memory_info().rss
+        self.rss_before = self._rss()
         self.cpu_before = self._cpu_seconds()
         self.wall_before = time.monotonic()
-        self.process.cpu_percent(None)
+        for process in self.processes:
+            process.cpu_percent(None)
         self._thread.start()
         return self
 
@@ -285,17 +288,19 @@ class ProcessSampler:
         self._thread.join()
         self.cpu_seconds = self._cpu_seconds() - self.cpu_before
         self.wall_seconds = time.monotonic() - self.wall_before
-        self.rss_after = self.process.memory_info().rss
+        self.rss_after = self._rss()
+
+    def _rss(self) -> int:
+        return sum(p.memory_info().rss for p in self.processes)
 
     def _cpu_seconds(self) -> float:
-        times = self.process.cpu_times()
-        return float(times.user + times.system)
+        return sum(float(t.user + t.system) for t in (p.cpu_times() for p in self.processes))
 
     def _run(self) -> None:
         while not self._stop.wait(self.interval_s):
             try:
-                self.rss.append(self.process.memory_info().rss)
-                self.cpu_percent.append(self.process.cpu_percent(None))
+                self.rss.append(self._rss())
+                self.cpu_percent.append(sum(p.cpu_percent(None) for p in self.processes))
             except psutil.Error:
                 return
 
