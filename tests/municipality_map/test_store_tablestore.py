@@ -1,14 +1,26 @@
-"""TableStore on a temporary SQLite file: versions, activations, rollback, audit, integrity."""
+"""TableStore: versions, activations, rollback, audit, integrity.
+
+Every store test runs on a temporary SQLite file and, if the PostgreSQL server binaries are
+installed (Debian ``postgresql``), on a throw-away PostgreSQL cluster on 127.0.0.1.
+"""
 
 from __future__ import annotations
 
 import dataclasses
+import itertools
+import os
 import shutil
-import sqlite3
+import socket
+import subprocess
+import tempfile
+from collections.abc import AsyncIterator, Iterator
 from datetime import UTC, datetime, timedelta, timezone
 from pathlib import Path
 
 import pytest
+import sqlalchemy as sa
+from sqlalchemy.exc import DBAPIError
+from sqlalchemy.ext.asyncio import create_async_engine
 
 from municipality_map import Service, TableError, load_snapshot
 from municipality_map.store import (
@@ -27,15 +39,96 @@ BROKEN = REPO / "configs" / "tables" / "examples" / "broken"
 T0 = datetime(2027, 1, 7, 7, 0, tzinfo=UTC)
 
 
+PG_BIN = Path("/usr/lib/postgresql")
+
+
+def _pg_bin() -> Path | None:
+    found = sorted(PG_BIN.glob("*/bin/initdb"))
+    return found[-1].parent if found else None
+
+
+@pytest.fixture(scope="session")
+def postgres_server() -> Iterator[tuple[str, itertools.count[int]]]:
+    """A PostgreSQL cluster on 127.0.0.1 for this test session; skipped if not installed."""
+    bin_dir = _pg_bin()
+    if bin_dir is None:
+        pytest.skip("PostgreSQL server binaries not installed (Debian package postgresql)")
+    as_postgres = ["runuser", "-u", "postgres", "--"] if os.geteuid() == 0 else []
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    base = Path(tempfile.mkdtemp(prefix="nodrute-pg-"))
+    if as_postgres:
+        shutil.chown(base, "postgres")
+    data = base / "data"
+    subprocess.run(
+        [
+            *as_postgres,
+            str(bin_dir / "initdb"),
+            "-D",
+            str(data),
+            "-A",
+            "trust",
+            "-U",
+            "nodrute",
+            "--no-sync",
+        ],
+        check=True,
+        capture_output=True,
+    )
+    pg_ctl = [*as_postgres, str(bin_dir / "pg_ctl"), "-D", str(data)]
+    subprocess.run(
+        [
+            *pg_ctl,
+            "-o",
+            f"-h 127.0.0.1 -p {port} -k {base} -F",
+            "-l",
+            str(base / "log"),
+            "-w",
+            "start",
+        ],
+        check=True,
+        capture_output=True,
+    )
+    try:
+        yield f"postgresql+asyncpg://nodrute@127.0.0.1:{port}", itertools.count(1)
+    finally:
+        subprocess.run([*pg_ctl, "-m", "immediate", "stop"], capture_output=True)
+        shutil.rmtree(base, ignore_errors=True)
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+async def store_url(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[str]:
+    if request.param == "sqlite":
+        yield f"sqlite+aiosqlite:///{tmp_path / 'var' / 'n.db'}"
+        return
+    server, counter = request.getfixturevalue("postgres_server")
+    name = f"t{next(counter)}"
+    admin = create_async_engine(f"{server}/postgres", isolation_level="AUTOCOMMIT")
+    async with admin.connect() as conn:
+        await conn.execute(sa.text(f"CREATE DATABASE {name}"))
+    await admin.dispose()
+    yield f"{server}/{name}"
+
+
 @pytest.fixture
-async def store(tmp_path: Path):
-    opened = await TableStore.open(f"sqlite+aiosqlite:///{tmp_path / 'var' / 'n.db'}")
+async def store(store_url: str) -> AsyncIterator[TableStore]:
+    opened = await TableStore.open(store_url)
     yield opened
     await opened.close()
 
 
-def db_file(tmp_path: Path) -> Path:
-    return tmp_path / "var" / "n.db"
+async def refused(url: str, statement: str) -> bool:
+    """True if the database refuses ``statement``."""
+    engine = create_async_engine(url)
+    try:
+        async with engine.begin() as conn:
+            await conn.execute(sa.text(statement))
+    except DBAPIError:
+        return True
+    finally:
+        await engine.dispose()
+    return False
 
 
 # --- pure helpers -----------------------------------------------------------------------------
@@ -120,18 +213,20 @@ async def test_old_codes_file_is_stored_too(store: TableStore):
     assert found is not None and found.centre.centre_id == "AMK-NORDLAND"
 
 
-async def test_tampered_bytes_are_refused(store: TableStore, sample_dir: Path, tmp_path: Path):
+async def test_tampered_bytes_are_refused(store: TableStore, sample_dir: Path, store_url: str):
     version, _ = await store.import_version(sample_dir, actor="a")
     files = dict(version.files)
     files["municipalities.csv"] = files["municipalities.csv"].replace(b"AMK-OSLO", b"AMK-UNN", 1)
     tampered = dataclasses.replace(version, files=files)
     with pytest.raises(TableError, match="stored files were changed"):
         snapshot_from_stored(tampered)
-    # The database itself refuses to change a stored version.
-    with sqlite3.connect(db_file(tmp_path)) as db, pytest.raises(sqlite3.DatabaseError):
-        db.execute("UPDATE table_files SET content = x'00'")
-    with sqlite3.connect(db_file(tmp_path)) as db, pytest.raises(sqlite3.DatabaseError):
-        db.execute("DELETE FROM table_versions")
+    # The database itself refuses to change or delete a stored version.
+    assert await refused(store_url, "UPDATE table_files SET name = 'x'")
+    assert await refused(store_url, "UPDATE table_versions SET label = 'x'")
+    assert await refused(store_url, "DELETE FROM table_versions")
+    assert await store.get_version(version.version_id) == version
+    # ...while activations, which can be cancelled, are an ordinary table.
+    assert not await refused(store_url, "UPDATE activations SET cancelled = cancelled")
 
 
 async def test_import_is_idempotent(store: TableStore, sample_dir: Path, tmp_path: Path):
@@ -294,8 +389,8 @@ async def test_audit_log_records_who_did_what(store: TableStore, sample_dir: Pat
     assert [e.action for e in await store.audit_log(limit=2)] == ["activate", "rollback"]
 
 
-async def test_state_survives_reopening(tmp_path: Path, sample_dir: Path):
-    url = f"sqlite+aiosqlite:///{tmp_path / 'db' / 'x.db'}"
+async def test_state_survives_reopening(store_url: str, sample_dir: Path):
+    url = store_url
     first = await TableStore.open(url)
     version, _ = await first.import_version(sample_dir, actor="a")
     await first.activate(version.version_id, actor="a", now=T0)
