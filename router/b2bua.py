@@ -28,7 +28,7 @@ from sip.events import (
     TransactionTimedOut,
     TransportFailed,
 )
-from sip.headers import NameAddr
+from sip.headers import parse_name_addr_shared
 from sip.ids import new_tag
 from sip.message import Request, make_response
 from sip.parser import check_max_forwards, check_require, validate_request
@@ -43,6 +43,8 @@ from .resolve import dialled_service
 log = logging.getLogger("nodrute.b2bua")
 
 Network = ipaddress.IPv4Network | ipaddress.IPv6Network
+
+_TRUNK_CACHE_MAX = 1024
 
 SUPPORTED_EXTENSIONS: frozenset[str] = frozenset()
 """Option tags we accept in Require (RFC 3261 §8.2.2.3); none yet, so 100rel etc. get 420."""
@@ -71,6 +73,7 @@ class B2bua:
             ([ipaddress.ip_network(c, strict=False) for c in t.sources], t)
             for t in settings.trunks
         ]
+        self._trunk_by_source: dict[str, TrunkSettings | None] = {}
         self._by_server_tx: dict[str, Call] = {}
         self._by_client_tx: dict[str, Call] = {}
         self._by_dialog: dict[tuple[str, str], tuple[Call, Leg]] = {}
@@ -227,6 +230,18 @@ class B2bua:
             call.on_cancel(event.request, now)
 
     def _trunk_for(self, source_ip: str) -> TrunkSettings | None:
+        # Memoised per source address: a node hears from a handful of carrier SBCs, and the
+        # ipaddress parse + network tests cost more than the rest of the INVITE's routing.
+        # The trunk list never changes after start; the size cap bounds what strangers can add.
+        cache = self._trunk_by_source
+        if source_ip in cache:
+            return cache[source_ip]
+        trunk = self._match_trunk(source_ip)
+        if len(cache) < _TRUNK_CACHE_MAX:
+            cache[source_ip] = trunk
+        return trunk
+
+    def _match_trunk(self, source_ip: str) -> TrunkSettings | None:
         try:
             address = ipaddress.ip_address(source_ip)
         except ValueError:
@@ -280,6 +295,6 @@ def _to_tag(request: Request) -> str | None:
     if not value or "tag=" not in value:
         return None
     try:
-        return NameAddr.parse(value, "To").tag
+        return parse_name_addr_shared(value, "To").tag
     except SipParseError:
         return None

@@ -19,7 +19,7 @@ from typing import TYPE_CHECKING
 
 from municipality_map import Centre, RouteLookup, RoutingSnapshot
 from sip.dialog import Dialog
-from sip.headers import NameAddr, parse_cseq
+from sip.headers import parse_cseq, parse_name_addr_shared
 from sip.ids import new_branch, new_call_id, new_tag
 from sip.message import Request, Response, make_response
 
@@ -211,7 +211,7 @@ class Call:
 
     def _on_centre_answer(self, response: Response, now: float) -> None:
         assert self.centre_invite is not None
-        to_tag = NameAddr.parse(response.headers.get("To") or "", "To").tag
+        to_tag = parse_name_addr_shared(response.headers.get("To") or "", "To").tag
         if self.centre_dialog is not None:
             if to_tag != self.centre_dialog.remote_tag:
                 # A second 2xx from a fork we did not ask for: accept and release it (§13.2.2.4).
@@ -434,7 +434,7 @@ class Call:
         if request.method in ("INVITE", "UPDATE") and response.status < 300:
             transport = self.caller_transport if from_leg is Leg.CALLER else self.centre_transport
             contact = self.host.contact(transport)
-        tag = NameAddr.parse(request.headers.get("To") or "", "To").tag or self.caller_tag
+        tag = parse_name_addr_shared(request.headers.get("To") or "", "To").tag or self.caller_tag
         out = legs.relay_response(request, response, status=response.status, to_tag=tag,
                                   contact=contact)
         if request.method == "INVITE" and 200 <= response.status < 300:
@@ -478,7 +478,7 @@ class Call:
 
 def _from_uri(request: Request) -> str:
     try:
-        return NameAddr.parse(request.headers.get("From") or "", "From").uri
+        return parse_name_addr_shared(request.headers.get("From") or "", "From").uri
     except Exception:  # a malformed From never stops a call; records keep the raw text
         return request.headers.get("From") or ""
 

@@ -10,7 +10,7 @@ from __future__ import annotations
 from collections.abc import Iterable
 
 from sip.errors import SipParseError
-from sip.headers import NameAddr
+from sip.headers import NameAddr, parse_name_addr_shared
 from sip.message import Headers, Request, Response
 from sip.uri import SipUri, parse_uri_shared
 
@@ -41,10 +41,21 @@ ALLOW = "INVITE, ACK, CANCEL, BYE, OPTIONS, UPDATE, INFO"
 
 def copy_headers(source: Headers, names: Iterable[str], into: Headers) -> None:
     """Append every field of ``source`` whose name is in ``names``, keeping their order."""
-    wanted = {n.lower() for n in names}
+    wanted = _wanted_keys(names) if isinstance(names, tuple) else {n.lower() for n in names}
     for name, value in source:
         if name.lower() in wanted:
             into.add(name, value)
+
+
+_WANTED_KEYS: dict[tuple[str, ...], frozenset[str]] = {}
+
+
+def _wanted_keys(names: tuple[str, ...]) -> frozenset[str]:
+    # The allow-lists are module constants: lower-case each one once, not once per message.
+    keys = _WANTED_KEYS.get(names)
+    if keys is None:
+        keys = _WANTED_KEYS[names] = frozenset(n.lower() for n in names)
+    return keys
 
 
 def uri_destination(uri_text: str) -> tuple[str, int, str]:
@@ -87,7 +98,7 @@ def build_centre_invite(
     From keeps the caller's URI and display name (the centre must see who is calling) with our
     own tag; To is the centre; everything else is ours or on :data:`REQUEST_PASS_THROUGH`.
     """
-    caller = NameAddr.parse(inbound.headers.get("From") or "", "From")
+    caller = parse_name_addr_shared(inbound.headers.get("From") or "", "From")
     headers = Headers()
     headers.add("Via", via)
     headers.add("Max-Forwards", str(max_forwards))

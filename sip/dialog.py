@@ -13,7 +13,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field
 
 from .errors import SipParseError, SipUsageError
-from .headers import NameAddr, parse_cseq
+from .headers import NameAddr, parse_cseq, parse_name_addr_shared
 from .message import Headers, Request, Response
 from .uri import SipUri, parse_uri, parse_uri_shared
 
@@ -66,8 +66,8 @@ class Dialog:
         dialog needs (a Contact with a SIP URI, §8.1.1.8; well-formed From/To/CSeq).
         """
         headers = request.headers
-        from_ = NameAddr.parse(_required(headers, "From"), "From")
-        to = NameAddr.parse(_required(headers, "To"), "To")
+        from_ = parse_name_addr_shared(_required(headers, "From"), "From")
+        to = parse_name_addr_shared(_required(headers, "To"), "To")
         cseq, _ = parse_cseq(_required(headers, "CSeq"))
         return cls(
             call_id=_required(headers, "Call-ID"),
@@ -91,8 +91,8 @@ class Dialog:
         response's Contact URI.
         """
         headers = request.headers
-        from_ = NameAddr.parse(_required(headers, "From"), "From")
-        to = NameAddr.parse(_required(response.headers, "To"), "To")
+        from_ = parse_name_addr_shared(_required(headers, "From"), "From")
+        to = parse_name_addr_shared(_required(response.headers, "To"), "To")
         cseq, _ = parse_cseq(_required(headers, "CSeq"))
         if from_.tag is None:
             raise SipUsageError("as_uac: our request has no From tag")
@@ -101,7 +101,7 @@ class Dialog:
             local_tag=from_.tag,
             remote_tag=to.tag or "",
             local_uri=from_.uri,
-            remote_uri=NameAddr.parse(_required(headers, "To"), "To").uri,
+            remote_uri=parse_name_addr_shared(_required(headers, "To"), "To").uri,
             local_cseq=cseq,
             remote_cseq=None,
             # A 2xx without Contact is malformed, but the call is up: keep a target we can
@@ -182,7 +182,7 @@ class Dialog:
         for a SIPS URI and UDP otherwise. The host keeps IPv6 brackets.
         """
         if self.route_set:
-            text = NameAddr.parse(self.route_set[0], "Route").uri
+            text = parse_name_addr_shared(self.route_set[0], "Route").uri
         else:
             text = self.remote_target
         uri = parse_uri_shared(text)
@@ -230,7 +230,7 @@ def _contact_target(headers: Headers) -> str:
         raise SipParseError("Missing Contact header")
     if len(contacts) > 1 or contacts[0] == "*":
         raise SipParseError("Bad Contact header", detail="a dialog needs exactly one Contact")
-    uri = NameAddr.parse(contacts[0], "Contact").uri
+    uri = parse_name_addr_shared(contacts[0], "Contact").uri
     if not isinstance(parse_uri_shared(uri), SipUri):
         raise SipParseError("Bad Contact header", detail="not a SIP URI")
     return uri
@@ -240,7 +240,7 @@ def _route_values(values: Iterable[str]) -> list[str]:
     """Record-Route values as Route values, each checked to be a name-addr (§20.30)."""
     routes = []
     for value in values:
-        NameAddr.parse(value, "Record-Route")
+        parse_name_addr_shared(value, "Record-Route")
         routes.append(value)
     return routes
 
@@ -252,8 +252,8 @@ def request_dialog_key(request: Request) -> tuple[str, str, str] | None:
     dialog-creating request) or the headers do not parse.
     """
     try:
-        to_tag = NameAddr.parse(request.headers.get("To") or "", "To").tag
-        from_tag = NameAddr.parse(request.headers.get("From") or "", "From").tag
+        to_tag = parse_name_addr_shared(request.headers.get("To") or "", "To").tag
+        from_tag = parse_name_addr_shared(request.headers.get("From") or "", "From").tag
     except SipParseError:
         return None
     if not to_tag:
@@ -267,8 +267,8 @@ def response_dialog_key(response: Response) -> tuple[str, str, str] | None:
     Local tag = From tag, remote tag = To tag. ``None`` without a To tag or on bad headers.
     """
     try:
-        from_tag = NameAddr.parse(response.headers.get("From") or "", "From").tag
-        to_tag = NameAddr.parse(response.headers.get("To") or "", "To").tag
+        from_tag = parse_name_addr_shared(response.headers.get("From") or "", "From").tag
+        to_tag = parse_name_addr_shared(response.headers.get("To") or "", "To").tag
     except SipParseError:
         return None
     if not to_tag or not from_tag:

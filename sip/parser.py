@@ -20,7 +20,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 
 from .errors import SipParseError, SipUsageError
-from .headers import NameAddr, Via, is_token, parse_cseq, parse_max_forwards
+from .headers import Via, is_token, parse_cseq, parse_max_forwards, parse_name_addr_shared
 from .ids import new_tag
 from .message import Headers, Request, Response, canonical_name, make_response
 from .uri import SipUri, parse_uri_shared
@@ -270,7 +270,10 @@ def _check_headers(message: Request | Response, singles: dict[str, str],
                    items: list[tuple[str, str, str]]) -> None:
     for name in _MANDATORY:
         if name == "Via":
-            if not any(key == "via" for key, _, _ in items):
+            for key, _, _ in items:
+                if key == "via":
+                    break
+            else:
                 raise SipParseError("Missing Via header")
         elif name.lower() not in singles:
             raise SipParseError(f"Missing {name} header")
@@ -345,7 +348,7 @@ def _validate_request(request: Request) -> None:
             if name != "From" and name != "To" and "<" not in value:
                 # route-param = name-addr: the URI is always in <> (§20.30, §20.34)
                 raise SipParseError(f"Bad {name} header")
-            NameAddr.parse(value, name)
+            parse_name_addr_shared(value, name)
         elif name == "Via":
             Via.parse(value)
         elif name == "Max-Forwards":
@@ -357,7 +360,7 @@ def _validate_request(request: Request) -> None:
             if request.method != "REGISTER" or len(contacts) != 1:
                 raise SipParseError("Bad Contact header")
             continue
-        NameAddr.parse(value, "Contact")
+        parse_name_addr_shared(value, "Contact")
     if not typed and request.body.strip(b"\r\n"):  # §7.4.1
         raise SipParseError("Missing Content-Type header")
 
