@@ -140,10 +140,13 @@ class SipEndpoint:
         self._arm_timer()
 
     def _arm_timer(self) -> None:
-        deadlines = [d for d in (self.layer.next_deadline(), self.user.next_deadline()) if d]
-        if not deadlines:
+        # Runs after every message: plain comparisons, no list building.
+        due = self.layer.next_deadline()
+        user_due = self.user.next_deadline()
+        if user_due and (not due or user_due < due):
+            due = user_due
+        if not due:
             return
-        due = min(deadlines)
         if self._timer_at is not None and self._timer_at <= due:
             return  # an earlier wake-up is armed; it re-arms for the rest when it fires
         if self._timer is not None:
