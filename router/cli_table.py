@@ -167,10 +167,31 @@ async def _snapshot_of(store: TableStore, ref: str) -> RoutingSnapshot:
 
 
 @table_app.command()
-def validate(table_dir: TableDir) -> None:
-    """Check a table directory; no database needed. Exit status 1 if it has errors."""
+def validate(
+    table_dir: TableDir,
+    config: ConfigOption = DEFAULT_CONFIG_PATH,
+    against_active: Annotated[
+        bool,
+        typer.Option(
+            "--against-active",
+            help="Also compare with the version in force (database from --config): warns "
+            "about centres whose coverage grows 3x or more.",
+        ),
+    ] = False,
+) -> None:
+    """Check a table directory (no database unless --against-active). Exit 1 on errors."""
     table = read_table(table_dir)
-    report = validate_table(table)
+    previous: RoutingSnapshot | None = None
+    if against_active:
+
+        async def work(store: TableStore, _settings: NodruteSettings) -> RoutingSnapshot | None:
+            active = await store.active_version(datetime.now(UTC))
+            return None if active is None else snapshot_from_stored(active)
+
+        previous = _with_store(config, work)
+        if previous is None:
+            typer.echo("note: no version is in force; nothing to compare with")
+    report = validate_table(table, previous)
     errors = (*table.issues, *report.errors)
     _print_issues("error", errors)
     _print_issues("warning", report.warnings)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import re
+import shutil
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
@@ -68,6 +69,22 @@ def test_validate_prints_located_errors_and_fails():
     assert "did you mean '0301' (Oslo)?" in output
     assert "0104 is a 2017\u20132019 number; today's is 3103 Moss" in output
     assert "REJECTED" in output
+
+
+def test_validate_against_the_active_version_warns_about_growth(config: Path, tmp_path: Path):
+    table(config, "import", SAMPLE, "--activate")
+    grown = tmp_path / "grown"
+    shutil.copytree(SAMPLE, grown)
+    path = grown / "municipalities.csv"
+    text = path.read_text(encoding="utf-8")
+    for other in ("AMK-BERGEN", "AMK-FONNA"):  # Helse Vest's AMKs into Stavanger's
+        text = text.replace(f",{other},", ",AMK-STAVANGER,")
+    path.write_text(text, encoding="utf-8")
+    code, output = run("validate", grown, "--against-active", "--config", config)
+    assert code == 0, output
+    assert "'AMK-STAVANGER' would cover" in output
+    code, output = run("validate", grown)
+    assert code == 0 and "would cover" not in output
 
 
 def test_import_activate_list_show(config: Path):
