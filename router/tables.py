@@ -136,6 +136,7 @@ class TableManager:
         self._cache: OrderedDict[int, tuple[VersionLike, RoutingSnapshot]] = OrderedDict()
         self._rejected: set[int] = set()
         self._announced: dict[int, str] = {}
+        self._import_if_empty: Path | None = None
         self._timer: asyncio.TimerHandle | None = None
         self._armed_for: datetime | None = None
         self._wake = asyncio.Event()
@@ -151,13 +152,9 @@ class TableManager:
         first. A database that cannot be reached falls back to ``table_dir`` from disk.
         Raises TableError if it comes to reading ``table_dir`` and that table is invalid.
         """
+        self._import_if_empty = table_dir if import_on_empty else None
         try:
-            store = await self._ensure_store()
-            if import_on_empty and not await store.list_versions():
-                version, _ = await store.import_version(table_dir, actor=self.actor)
-                await store.activate(version.version_id, actor=self.actor, now=self.clock())
-                log.info("empty table database: imported %s (version %d) and activated it",
-                         table_dir, version.version_id)
+            await self._seed(await self._ensure_store())
             await self.refresh()
         except Exception:
             self._failed("could not read the table database at start")
@@ -171,6 +168,15 @@ class TableManager:
                                                self.clock()))
         assert self.snapshot is not None
         return self.snapshot
+
+    async def _seed(self, store: TableStoreLike) -> None:
+        """Import and activate the configured table if the database has no version at all."""
+        if self._import_if_empty is None or await store.list_versions():
+            return
+        version, _ = await store.import_version(self._import_if_empty, actor=self.actor)
+        await store.activate(version.version_id, actor=self.actor, now=self.clock())
+        log.info("empty table database: imported %s (version %d) and activated it",
+                 self._import_if_empty, version.version_id)
 
     def attach(self, holder: SnapshotHolder) -> None:
         """From now on, switches assign ``holder.snapshot``."""
@@ -213,6 +219,10 @@ class TableManager:
         try:
             store = await self._ensure_store()
             activations = list(await store.activations())
+            if not activations and self.active is not None and self.active.version_id is None:
+                # Started from disk while the database was away; it is back, and empty.
+                await self._seed(store)
+                activations = list(await store.activations())
         except Exception:
             self._failed("could not read the activations")
             return False

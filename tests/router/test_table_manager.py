@@ -331,3 +331,19 @@ async def test_a_call_in_progress_keeps_its_table_new_calls_take_the_new_one(
     assert record.table_version == "v1-oslo"
     assert record.centre_id == "AMK-OSLO"
     await manager.close()
+
+
+async def test_database_back_but_empty_gets_the_configured_table(
+    tables: dict[int, RoutingSnapshot],
+) -> None:
+    store = FakeStore()
+    store.down = True
+    clock = FakeClock()
+    manager = manager_for(store, tables, clock, build=lambda v: tables[1])
+    await manager.start(default_table_dir())
+    assert manager.active is not None and manager.active.version_id is None
+    store.down = False
+    assert await manager.refresh()
+    assert store.imported == [default_table_dir()]
+    assert manager.active is not None and manager.active.version_id == 1
+    await manager.close()
