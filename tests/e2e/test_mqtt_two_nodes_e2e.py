@@ -18,6 +18,7 @@ import sys
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import aiomqtt
@@ -152,6 +153,22 @@ async def test_activate_on_one_node_switches_both(broker: int, tmp_path: Path) -
         assert len(new_sha) == 1 and "" not in new_sha
         info = scrape(metrics["b"])
         assert f'sha256="{next(iter(new_sha))}"' in info
+
+        # Scheduled: both nodes switch back at the instant (±1 s), armed by the notice alone.
+        instant = datetime.now(UTC).replace(microsecond=0) + timedelta(seconds=5)
+        done = cli("schedule", "e2e-mqtt-old", "--at", instant.isoformat(),
+                   "--config", str(b.config_path))
+        assert done.returncode == 0, done.stderr
+        seen: dict[str, float] = {}
+        deadline = instant.timestamp() + 3
+        while len(seen) < 2 and time.time() < deadline:
+            for node, port in metrics.items():
+                if node not in seen and table_label(scrape(port)) == "e2e-mqtt-old":
+                    seen[node] = time.time() - instant.timestamp()
+            time.sleep(0.01)
+        print(f"scheduled switch seen on /metrics: {seen} s from the instant")
+        assert set(seen) == {"a", "b"}, seen
+        assert all(-0.01 <= offset <= 1.0 for offset in seen.values()), seen
     # Both stopped cleanly: each said so on its status topic.
     status = await node_status(broker, 2)
     assert {n: s.get("state") for n, s in status.items()} == {
