@@ -18,6 +18,9 @@ _TOKEN_CHARS = frozenset(
     "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789-.!%*_+`'~"
 )
 
+# Written unquoted in a parameter value (token, plus the ':' and '[]' of IPv6 addresses).
+_PARAM_VALUE_CHARS = _TOKEN_CHARS | frozenset(":[]")
+
 # RFC 3261 §8.1.1.7: every branch we create starts with the magic cookie.
 BRANCH_MAGIC_COOKIE = "z9hG4bK"
 
@@ -97,7 +100,7 @@ def format_params(params: dict[str, str | None]) -> str:
     for name, value in params.items():
         if value is None:
             out.append(f";{name}")
-        elif value == "" or all(c in _TOKEN_CHARS or c in ":[]" for c in value):
+        elif _PARAM_VALUE_CHARS.issuperset(value):  # "" included, as before
             out.append(f";{name}={value}")
         else:
             out.append(f';{name}="{_quote(value)}"')

@@ -158,6 +158,16 @@ class Headers:
         key = _name_key(name)[0]
         self._items = [item for item in self._items if item[0] != key]
 
+    def replace_first(self, name: str, value: str) -> None:
+        """Replace the value of the first field named ``name`` in place (append if none)."""
+        key, canon = _name_key(name)
+        items = self._items
+        for i, (k, _, _) in enumerate(items):
+            if k == key:
+                items[i] = (key, canon, value)
+                return
+        items.append((key, canon, value))
+
     def pop_first(self, name: str) -> str | None:
         """Remove and return the first field named ``name`` (e.g. the top Via)."""
         key = _name_key(name)[0]

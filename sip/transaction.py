@@ -30,7 +30,7 @@ from __future__ import annotations
 from .errors import SipParseError, SipUsageError
 from .events import CancelReceived, Outgoing, RequestReceived, ResponseReceived, TransactionEvent
 from .headers import Via, parse_cseq
-from .message import Headers, Message, Request, Response
+from .message import Message, Request, Response
 from .timers import RETRANSMIT, TimerConfig
 from .transaction_base import (
     KIND_NAMES,
@@ -304,7 +304,7 @@ def _read_top_via_and_cseq(request: Request, source: tuple[str, int]) -> tuple[V
     if cseq_method != request.method:
         raise SipParseError("CSeq method does not match the request method")
     if stamp_via(via, source):  # §18.2.1, RFC 3581 §4, before anything else
-        _replace_top_via(headers, via.to_str())
+        headers.replace_first("Via", via.to_str())
     return via, top, cseq
 
 
@@ -316,8 +316,3 @@ def _server_key(via: Via, compat: Rfc2543Match | None, to_tag: str, method: str)
     assert branch is not None  # has_magic_cookie() held
     return server_key(branch, via, method)
 
-
-def _replace_top_via(headers: Headers, value: str) -> None:
-    # TODO(message.py owner): a Headers.replace_first(name, value) would do this in place.
-    headers.pop_first("Via")
-    headers.prepend("Via", value)
