@@ -110,7 +110,7 @@ def test_bench_short_run_writes_documented_json(tmp_path: Path) -> None:
     assert router_figures["router_rss_mib_peak"] > 10
     assert router_figures["router_cpu_percent_mean"] > 0
     assert report["steps"]["ceiling"][0]["router"] == {}
-    assert report["highest_zero_failure_rate"] == {"router": 50, "ceiling": 50}
+    assert report["highest_zero_failure_rate"] == {"router": 50, "ceiling": 50, "kamailio": None}
 
     held = report["held"]
     assert held["failed_calls"] == 0 and held["peak_concurrent_calls"] >= 40
