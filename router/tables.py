@@ -282,8 +282,12 @@ class TableManager:
             self.notify()  # not prepared (a notice raced the poll): fetch it now
             return False
         version, snapshot = cached
+        switched_at = self.clock()
         self._switch(snapshot, ActiveTable(version.version_id, version.label, version.sha256,
-                                           self.clock()))
+                                           switched_at))
+        log.info("switch to version %d: %.3f s after its instant %s", version.version_id,
+                 (switched_at - wanted.effective_at).total_seconds(),
+                 wanted.effective_at.isoformat())
         return True
 
     def _switch(self, snapshot: RoutingSnapshot, active: ActiveTable) -> None:
@@ -329,6 +333,8 @@ class TableManager:
         delay = max(0.0, (upcoming.effective_at - now).total_seconds())
         self._timer = loop.call_at(loop.time() + delay, self.on_timer)
         self._armed_for = upcoming.effective_at
+        log.debug("armed for version %d at %s (in %.3f s)", upcoming.version_id,
+                  upcoming.effective_at.isoformat(), delay)
 
     def _disarm(self) -> None:
         if self._timer is not None:
