@@ -238,12 +238,17 @@ def _grow_buffers(sock: socket.socket | None, size: int) -> None:
             log.warning("could not set UDP socket buffer to %d bytes: %s", size, err)
 
 
+_CRLF_START = (b"\r", b"\n", b"")
+
+
 class _UdpProtocol(asyncio.DatagramProtocol):
     def __init__(self, endpoint: SipEndpoint) -> None:
         self.endpoint = endpoint
 
     def datagram_received(self, data: bytes, addr: tuple[str | int, ...]) -> None:
-        if data.strip(b"\r\n") == b"":
+        # Only a datagram starting with CR/LF can be a keep-alive: test that first, so a
+        # message is not copied by strip() on its way in.
+        if data[:1] in _CRLF_START and not data.strip(b"\r\n"):
             return  # RFC 5626 §4.4.1 keep-alive; no answer over UDP without STUN
         try:
             self.endpoint.receive(data, (str(addr[0]), int(addr[1])), "UDP")
