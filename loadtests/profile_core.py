@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import argparse
 import cProfile
+import gc
 import io
 import json
 import logging
@@ -226,10 +227,26 @@ class CoreBench:
         return ns
 
 
+class GcWatch:
+    """Time spent in the cyclic garbage collector (pauses of the loop in a live router)."""
+
+    def __init__(self) -> None:
+        self.pauses_ms: list[float] = []
+        self._started = 0.0
+
+    def __call__(self, phase: str, info: dict[str, int]) -> None:
+        if phase == "start":
+            self._started = time.perf_counter()
+        else:
+            self.pauses_ms.append((time.perf_counter() - self._started) * 1000)
+
+
 def run(calls: int, repeats: int, warmup: int, step: float) -> dict[str, Any]:
     bench = CoreBench(step)
     for _ in range(warmup):  # fills the timer heap and the lingering transactions
         bench.call()
+    watch = GcWatch()
+    gc.callbacks.append(watch)
     per_call_us: list[float] = []
     cpu_us: list[float] = []
     for _ in range(repeats):
@@ -237,6 +254,7 @@ def run(calls: int, repeats: int, warmup: int, step: float) -> dict[str, Any]:
         total = sum(bench.call() for _ in range(calls))
         cpu_us.append((time.process_time() - cpu0) / calls * 1e6)
         per_call_us.append(total / calls / 1000)
+    gc.callbacks.remove(watch)
     return {
         "calls_per_repeat": calls,
         "repeats": repeats,
@@ -247,6 +265,9 @@ def run(calls: int, repeats: int, warmup: int, step: float) -> dict[str, Any]:
         "core_calls_per_second_one_cpu": round(1e6 / statistics.median(per_call_us)),
         "live_transactions": len(bench.endpoint.layer),
         "active_calls": bench.b2bua.active_calls,
+        "gc_collections": len(watch.pauses_ms),
+        "gc_pause_ms_max": round(max(watch.pauses_ms, default=0.0), 2),
+        "gc_ms_per_call": round(sum(watch.pauses_ms) / (calls * repeats), 4),
         "log_level": logging.getLevelName(logging.getLogger("nodrute").getEffectiveLevel()),
     }
 
@@ -278,6 +299,7 @@ def main() -> None:
     parser.add_argument("--cprofile", type=int, metavar="TOP", default=0,
                         help="print the TOP functions by own time instead of timing")
     parser.add_argument("--json", action="store_true", help="print one JSON object")
+
     args = parser.parse_args()
     # The router's logging as `nodrute serve` sets it up, written where it costs what a
     # redirected stderr costs (a file), so the per-call log line is measured too.
@@ -294,7 +316,8 @@ def main() -> None:
           f"(min {result['router_us_per_call_min']}, repeats {result['router_us_per_call_all']}),"
           f" process CPU {result['process_cpu_us_per_call_median']} µs/call incl. harness;"
           f" ≈ {result['core_calls_per_second_one_cpu']} calls/s on one core;"
-          f" log level {result['log_level']}")
+          f" log level {result['log_level']}; GC pauses max {result['gc_pause_ms_max']} ms,"
+          f" {result['gc_collections']} collections")
 
 
 if __name__ == "__main__":
