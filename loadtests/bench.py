@@ -75,6 +75,9 @@ from bench_processes import (
 )
 
 BENCH_CONFIG = REPO / "configs" / "bench.toml"
+# SIPp's socket buffers default to 64 KiB; at 1000+ calls/s its own sockets overflow. 4 MiB
+# (the kernel caps it at net.core.rmem_max) keeps the load generator from dropping datagrams.
+SIPP_BUFFERS = ("-buff_size", str(4 * 1024 * 1024))
 SAMPLE_TABLE = REPO / "configs" / "tables" / "sample-2024"
 RTDS = ("trying", "ringing", "answer")
 DEFAULT_RATES = "200,400,600,800,1000,1200,1500"
@@ -174,6 +177,9 @@ class StepResult:
     response_ms: dict[str, dict[str, float | None]]
     router: dict[str, float] = field(default_factory=dict)
     uas_failed_calls: int = 0
+    udp_rcvbuf_errors: int = 0
+    """Datagrams the kernel dropped because a UDP socket's receive buffer was full, during
+    the step, machine-wide (/proc/net/snmp RcvbufErrors): the router's, SIPp's, or others'."""
 
     @property
     def zero_failures(self) -> bool:
@@ -201,7 +207,8 @@ class Bench:
         centres = [
             start_sipp(
                 self.binary, c.centre_id, step_dir / f"uas-{c.centre_id}", "uas_centre.xml",
-                self.ports, ["-p", str(c.port), "-t", "u1", "-key", "centre", c.centre_id],
+                self.ports,
+                ["-p", str(c.port), "-t", "u1", "-key", "centre", c.centre_id, *SIPP_BUFFERS],
             )
             for c in self.mix.centres
         ]
@@ -220,10 +227,11 @@ class Bench:
             "-m", str(calls), "-r", f"{rate:g}", "-rp", "1000", "-l", str(concurrent_limit),
             "-d", str(hold_ms), "-recv_timeout", str(self.recv_timeout_ms),
             "-timeout", str(timeout_s), "-timeout_error",
-            "-trace_rtt", "-rtt_freq", "100",
+            "-trace_rtt", "-rtt_freq", "100", *SIPP_BUFFERS,
             f"{LOOPBACK}:{destination}",
         ]  # fmt: skip
         sampler = ProcessSampler(router.pid) if router is not None else None
+        drops_before = udp_rcvbuf_errors()
         started = time.monotonic()
         if sampler is not None:
             sampler.__enter__()
@@ -274,6 +282,7 @@ class Bench:
             },
             router=sampler.figures() if sampler is not None else {},
             uas_failed_calls=sum(stat_int(s, "FailedCall(C)") for s in uas_finals),
+            udp_rcvbuf_errors=udp_rcvbuf_errors() - drops_before,
         )  # fmt: skip
 
 
@@ -297,6 +306,7 @@ def summarise(results: Sequence[StepResult]) -> dict[str, Any]:
     for name in (
         "calls_offered", "successful_calls", "failed_calls", "achieved_cps",
         "retransmissions_uac", "retransmissions_uas", "peak_concurrent_calls",
+        "udp_rcvbuf_errors",
     ):
         summary[name] = _median([getattr(r, name) for r in results])
     summary["response_ms"] = {
@@ -345,10 +355,11 @@ def markdown_report(report: dict[str, Any]) -> str:
         f"UAS, {len(report['call_mix']['rows'])} municipalities in the mix. Times in ms "
         "(p50/p95/p99), SIPp's clock has ~1-4 ms steps.",
         "",
-        "| calls/s offered | router ok/s | failed | retrans | INVITE→100 | INVITE→180 | "
+        "| calls/s offered | router ok/s | failed | retrans | UDP drops | INVITE→100 | "
+        "INVITE→180 | "
         "INVITE→200 | peak calls | router CPU % | router RSS MiB | ceiling ok/s | ceiling "
         "failed | ceiling INVITE→180 | ok/s router/ceiling |",
-        "|---:|---:|---:|---:|---|---|---|---:|---:|---:|---:|---:|---|---:|",
+        "|---:|---:|---:|---:|---:|---|---|---|---:|---:|---:|---:|---:|---|---:|",
     ]
     ceilings = {s["rate"]: s for s in report["steps"]["ceiling"]}
     for summary in report["steps"]["router"]:
@@ -362,7 +373,8 @@ def markdown_report(report: dict[str, Any]) -> str:
             f"| {summary['rate']:g} | {_fmt(summary['achieved_cps'])} | "
             f"{_fmt(summary['failed_calls'])} | "
             f"{_fmt(summary['retransmissions_uac'])}+{_fmt(summary['retransmissions_uas'])} | "
-            f"{_triple(resp['trying'])} | {_triple(resp['ringing'])} | "
+            f"{_fmt(summary['udp_rcvbuf_errors'])} | {_triple(resp['trying'])} | "
+            f"{_triple(resp['ringing'])} | "
             f"{_triple(resp['answer'])} | {_fmt(summary['peak_concurrent_calls'])} | "
             f"{_fmt(summary['router'].get('router_cpu_percent_mean'))} | "
             f"{_fmt(summary['router'].get('router_rss_mib_peak'), 1)} | "
@@ -406,7 +418,8 @@ def markdown_report(report: dict[str, Any]) -> str:
         f"ceiling (SIPp→SIPp) {_fmt(ok['ceiling'])} calls/s"
         + (f", kamailio {_fmt(ok['kamailio'])} calls/s" if kamailio else "")
         + " (of the rates tried). "
-        "Retransmissions: caller+centres.",
+        "Retransmissions: caller+centres. UDP drops: datagrams dropped machine-wide for a "
+        "full socket receive buffer during the step (/proc/net/snmp RcvbufErrors).",
     ]
     held = report.get("held")
     if held:
@@ -423,6 +436,18 @@ def markdown_report(report: dict[str, Any]) -> str:
 
 
 # --- environment -----------------------------------------------------------------------------
+
+
+def udp_rcvbuf_errors() -> int:
+    """The kernel's count of UDP datagrams dropped for a full receive buffer (Linux)."""
+    try:
+        lines = [line.split() for line in Path("/proc/net/snmp").read_text().splitlines()]
+    except OSError:
+        return 0
+    udp = [line for line in lines if line and line[0] == "Udp:"]
+    if len(udp) < 2 or "RcvbufErrors" not in udp[0]:
+        return 0
+    return int(udp[1][udp[0].index("RcvbufErrors")])
 
 
 def git_state() -> tuple[str, bool]:
@@ -543,7 +568,8 @@ def main(argv: Sequence[str] | None = None) -> int:
                 log(
                     f"{target:8} {rate:6g}/s #{repeat + 1}: {result.successful_calls}/"
                     f"{result.calls_offered} ok, {result.achieved_cps:.0f}/s, retrans "
-                    f"{result.retransmissions_uac}+{result.retransmissions_uas}, 180 "
+                    f"{result.retransmissions_uac}+{result.retransmissions_uas}, UDP drops "
+                    f"{result.udp_rcvbuf_errors}, 180 "
                     f"{_triple(resp['ringing'])} ms, 200 {_triple(resp['answer'])} ms"
                     + (f", router CPU {result.router['router_cpu_percent_mean']} %"
                        if result.router else "")
