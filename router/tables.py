@@ -283,11 +283,13 @@ class TableManager:
             return False
         version, snapshot = cached
         switched_at = self.clock()
+        was_running = self.active is not None
         self._switch(snapshot, ActiveTable(version.version_id, version.label, version.sha256,
                                            switched_at))
-        log.info("switch to version %d: %.3f s after its instant %s", version.version_id,
-                 (switched_at - wanted.effective_at).total_seconds(),
-                 wanted.effective_at.isoformat())
+        if was_running:
+            log.info("switch to version %d: %.3f s after its instant %s", version.version_id,
+                     (switched_at - wanted.effective_at).total_seconds(),
+                     wanted.effective_at.isoformat())
         return True
 
     def _switch(self, snapshot: RoutingSnapshot, active: ActiveTable) -> None:
