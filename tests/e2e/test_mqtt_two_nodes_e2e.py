@@ -205,6 +205,9 @@ async def test_no_broker_keeps_routing_and_recovers_when_it_comes(
                            calls=calls, rate_per_s=20, timeout_s=20)
         # …and routing goes on.
         assert uac.failed_calls == 0 and uac.successful_calls == calls, uac.summary()
+        counted = scrape(metrics_port)
+        assert f'nodrute_calls_total{{outcome="answered",service="113"}} {calls}.0' in counted
+        assert "nodrute_active_calls 0.0" in counted
         with mosquitto(tmp_path / "mosquitto", broker_port):
             deadline = time.monotonic() + 6  # reconnects every 2 s
             while (await node_status(broker_port, 1)).get("lonely", {}).get("state") != "online":
