@@ -20,6 +20,7 @@ from sipp_harness import REPO, SippFleet, TracedMessage, free_port, write_inject
 
 sys.path.insert(0, str(REPO / "loadtests"))
 from bench import write_bench_table
+from bench_kamailio import kamailio_binary
 from bench_processes import PortPool, Router, running_router
 
 pytestmark = pytest.mark.e2e
@@ -120,6 +121,27 @@ def test_bench_short_run_writes_documented_json(tmp_path: Path) -> None:
     assert "ok/s router/ceiling" in markdown and "| 50 |" in markdown
     assert "Held calls" in markdown
     assert markdown in result.stdout
+
+
+@pytest.mark.skipif(
+    kamailio_binary() is None, reason="Debian kamailio is not installed (optional peer baseline)"
+)
+def test_bench_kamailio_baseline_routes_by_municipality(tmp_path: Path) -> None:
+    out = tmp_path / "results"
+    result = subprocess.run(
+        [sys.executable, str(BENCH), "--rates", "50", "--step-s", "1", "--router-port", "0",
+         "--no-ceiling", "--no-held", "--with-kamailio", "--out", str(out)],
+        cwd=REPO, capture_output=True, text=True, timeout=180, check=False,
+    )  # fmt: skip
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+    (json_path,) = out.glob("bench-*.json")
+    report = json.loads(json_path.read_text())
+    (step,) = report["steps"]["kamailio"]
+    # Half the mix is 116117 calls to centres that are not the default one: they only
+    # succeed if the htable lookup by service and X-Kommunenummer works.
+    assert step["zero_failures"] is True and step["successful_calls"] == 50, step
+    assert report["environment"]["kamailio_version"].startswith("version: kamailio")
+    assert "Peer baseline, Kamailio" in (next(out.glob("bench-*.md"))).read_text()
 
 
 # --- centre scenarios through the router -----------------------------------------------------
