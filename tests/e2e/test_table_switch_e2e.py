@@ -18,7 +18,7 @@ from pathlib import Path
 import pytest
 from router_process import running_router
 from sipp_harness import SippFleet, free_port, write_injection_file
-from table_versions_e2e import arrivals, make_table
+from table_versions_e2e import arrivals, make_table, scrape, table_label
 
 from municipality_map.store import TableStore
 
@@ -160,3 +160,23 @@ async def test_hot_reload_every_second_under_load(sipp: SippFleet, tmp_path: Pat
     assert switches >= HOT_SECONDS - 2, f"only {switches} switches seen in the router log"
     print(f"\nhot reload: {calls} calls at {HOT_RATE_PER_S}/s, {switches} switches, 0 failed, "
           f"0 misrouted")
+
+
+def test_drop_folder_switches_a_running_router(tmp_path: Path) -> None:
+    """A table folder copied into ``[tables] drop_dir`` is imported, activated and routed."""
+    drop = tmp_path / "drop"
+    drop.mkdir()
+    metrics_port = free_port()
+    extra = (f'[tables]\npoll_interval_s = 5.0\ndrop_dir = "{drop.as_posix()}"\n'
+             f"drop_poll_interval_s = 0.2\n"
+             f'[metrics]\nhost = "127.0.0.1"\nport = {metrics_port}\n')
+    with running_router(tmp_path / "router", extra_config=extra) as router:
+        assert table_label(scrape(metrics_port)) == "sample-2024"
+        staging = make_table(tmp_path / "staging", "e2e-dropped", amk={"0301": "AMK-INNLANDET"})
+        staging.rename(drop / "e2e-dropped")  # appears whole, as an operator's `mv` would
+        result = drop / "e2e-dropped.result.txt"
+        deadline = time.monotonic() + 10
+        while table_label(scrape(metrics_port)) != "e2e-dropped":
+            assert time.monotonic() < deadline, router.failure_report()
+            time.sleep(0.05)
+        assert "ACTIVATED" in result.read_text(), result.read_text()
