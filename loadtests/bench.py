@@ -47,6 +47,7 @@ import os
 import platform
 import re
 import shutil
+import signal
 import statistics
 import subprocess
 import sys
@@ -64,6 +65,7 @@ from bench_processes import (
     PortPool,
     ProcessSampler,
     Router,
+    Sipp,
     percentile,
     read_rtt,
     read_stat_lines,
@@ -197,26 +199,22 @@ class Bench:
     recv_timeout_ms: int
     router_env: dict[str, str]
 
-    def run_step(
-        self, target: str, rate: float, seconds: float, hold_ms: int, repeat: int,
-        router: Router | None,
-    ) -> StepResult:
-        """Fresh UAS processes for the bench centres, one UAC run, the figures."""
-        step_dir = self.workdir / f"{target}-{rate:g}-h{hold_ms}-r{repeat}"
-        calls = max(1, round(rate * seconds))
-        centres = [
-            start_sipp(
+    def _drive(
+        self, step_dir: Path, calls: int, rate: float, hold_ms: int, seconds: float,
+        router: Router | None, started_sipps: list[Sipp],
+    ) -> tuple[list[Sipp], Sipp, int, float, ProcessSampler | None, int]:
+        """Start the centres, run the UAC to its end, stop the centres."""
+        centres: list[Sipp] = []
+        for c in self.mix.centres:
+            args = ["-p", str(c.port), "-t", "u1", "-key", "centre", c.centre_id, *SIPP_BUFFERS]
+            centres.append(start_sipp(
                 self.binary, c.centre_id, step_dir / f"uas-{c.centre_id}", "uas_centre.xml",
-                self.ports,
-                ["-p", str(c.port), "-t", "u1", "-key", "centre", c.centre_id, *SIPP_BUFFERS],
-            )
-            for c in self.mix.centres
-        ]
+                self.ports, args,
+            ))  # fmt: skip
+            started_sipps.append(centres[-1])
         time.sleep(0.5)
         dead = [c.name for c in centres if c.process.poll() is not None]
         if dead:
-            for centre in centres:
-                centre.stop()
             raise SystemExit(f"centre SIPp exited at start (port taken?): {dead} in {step_dir}")
         destination = router.port if router is not None else self.mix.centres[0].port
         # Room for every call of the step at once, under SIPp's open-files check (20000).
@@ -238,6 +236,7 @@ class Bench:
         uac = start_sipp(
             self.binary, "uac", step_dir / "uac", "uac_emergency.xml", self.ports, uac_args
         )
+        started_sipps.append(uac)
         try:
             uac_exit = uac.process.wait(timeout=timeout_s + 15)
         except subprocess.TimeoutExpired:
@@ -245,8 +244,26 @@ class Bench:
         uac_seconds = time.monotonic() - started
         if sampler is not None:
             sampler.__exit__(None, None, None)
+        drops = udp_rcvbuf_errors() - drops_before
         for centre in centres:
             centre.stop()
+        return centres, uac, uac_exit, uac_seconds, sampler, drops
+
+    def run_step(
+        self, target: str, rate: float, seconds: float, hold_ms: int, repeat: int,
+        router: Router | None,
+    ) -> StepResult:
+        """Fresh UAS processes for the bench centres, one UAC run, the figures."""
+        step_dir = self.workdir / f"{target}-{rate:g}-h{hold_ms}-r{repeat}"
+        calls = max(1, round(rate * seconds))
+        started_sipps: list[Sipp] = []
+        try:
+            centres, uac, uac_exit, uac_seconds, sampler, drops = self._drive(
+                step_dir, calls, rate, hold_ms, seconds, router, started_sipps
+            )
+        finally:  # never leave a SIPp behind, also on Ctrl-C or an error
+            for sipp in started_sipps:
+                sipp.stop()
         stat_lines = read_stat_lines(uac.workdir / "stat.csv")
         final = stat_lines[-1] if stat_lines else {}
         uas_finals = [c.final_stats() for c in centres]
@@ -282,7 +299,7 @@ class Bench:
             },
             router=sampler.figures() if sampler is not None else {},
             uas_failed_calls=sum(stat_int(s, "FailedCall(C)") for s in uas_finals),
-            udp_rcvbuf_errors=udp_rcvbuf_errors() - drops_before,
+            udp_rcvbuf_errors=drops,
         )  # fmt: skip
 
 
@@ -508,6 +525,8 @@ def config_port() -> int:
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = parse_args(argv)
+    # SIGTERM ends the run like Ctrl-C: the finally blocks stop every SIPp and the router.
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
     rates = [float(r) for r in args.rates.split(",") if r.strip()]
     binary = sipp_binary()
     stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%SZ")
