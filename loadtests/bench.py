@@ -501,9 +501,9 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     parser.add_argument("--no-held", action="store_true", help="skip the held-calls run")
     parser.add_argument("--with-kamailio", action="store_true",
                         help="also ramp Debian's kamailio as a stateful proxy (peer baseline)")
-    parser.add_argument("--held-rate", type=float, default=500.0,
+    parser.add_argument("--held-rate", type=float, default=400.0,
                         help="calls/s of the held-calls run")
-    parser.add_argument("--held-hold-s", type=float, default=22.0,
+    parser.add_argument("--held-hold-s", type=float, default=26.0,
                         help="hold time in the held-calls run (peak = rate x hold)")
     parser.add_argument("--router-port", type=int, default=None,
                         help="router port (default: configs/bench.toml's; 0 = any free)")
