@@ -6,6 +6,8 @@
 #
 # The image listens on 0.0.0.0:5060 (UDP and TCP) with configs/nodrute.toml and the SAMPLE
 # routing table; mount the operator's own tables over /app/configs/tables to route for real.
+# Prometheus metrics on :9464; table versions in SQLite under /app/var (a volume), or set
+# NODRUTE__DATABASE__URL to a PostgreSQL URL shared by all nodes.
 
 # --- builder: a venv with the project installed (no build tools in the runtime image) -----
 FROM python:3.11-slim AS builder
@@ -29,7 +31,9 @@ FROM python:3.11-slim AS runtime
 ENV PATH="/opt/venv/bin:${PATH}" \
     PYTHONUNBUFFERED=1 \
     PYTHONDONTWRITEBYTECODE=1 \
-    NODRUTE__SIP__HOST=0.0.0.0
+    NODRUTE__SIP__HOST=0.0.0.0 \
+    NODRUTE__METRICS__HOST=0.0.0.0 \
+    NODRUTE__DATABASE__URL=sqlite+aiosqlite:////app/var/nodrute.db
 
 RUN groupadd --system --gid 10001 nodrute \
     && useradd --system --uid 10001 --gid nodrute --home-dir /app --no-create-home \
@@ -38,10 +42,12 @@ RUN groupadd --system --gid 10001 nodrute \
 WORKDIR /app
 COPY --from=builder /opt/venv /opt/venv
 COPY configs ./configs
+# Table versions and the audit log live in /app/var (mount a volume there to keep them).
+RUN mkdir -p /app/var && chown nodrute:nodrute /app/var
 
 USER 10001:10001
 
-EXPOSE 5060/udp 5060/tcp
+EXPOSE 5060/udp 5060/tcp 9464/tcp
 
 # Healthy = an out-of-dialog OPTIONS over UDP to 127.0.0.1:5060 gets "SIP/2.0 200".
 HEALTHCHECK --interval=15s --timeout=5s --start-period=10s --retries=3 \
