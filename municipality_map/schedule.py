@@ -26,11 +26,16 @@ class Scheduled(Protocol):
 A = TypeVar("A", bound=Scheduled)
 
 
+def _live(activation: Scheduled) -> bool:
+    # A cancelled activation never takes effect; objects without the flag are never cancelled.
+    return not getattr(activation, "cancelled", False)
+
+
 def active_at(activations: Sequence[A], t: datetime) -> A | None:
     """The activation in force at ``t`` (tz-aware), or None if none has taken effect yet."""
     best: A | None = None
     for activation in activations:
-        if activation.effective_at > t:
+        if activation.effective_at > t or not _live(activation):
             continue
         if best is None or (activation.effective_at, activation.activation_id) > (
             best.effective_at, best.activation_id
@@ -43,7 +48,7 @@ def next_after(activations: Sequence[A], t: datetime) -> A | None:
     """The earliest activation taking effect strictly after ``t`` (ties: highest id)."""
     best: A | None = None
     for activation in activations:
-        if activation.effective_at <= t:
+        if activation.effective_at <= t or not _live(activation):
             continue
         if best is None or activation.effective_at < best.effective_at or (
             activation.effective_at == best.effective_at

@@ -21,7 +21,7 @@ import asyncio
 import getpass
 import hashlib
 import os
-from collections.abc import Mapping, Sequence
+from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -43,6 +43,7 @@ from municipality_map.loader import (
     parse_table,
     read_table_files,
 )
+from municipality_map.schedule import active_at, next_after
 from municipality_map.snapshot import RoutingSnapshot, snapshot_from_table
 from municipality_map.validate import ValidationReport, validate_table
 
@@ -143,27 +144,6 @@ def content_sha256(files: Mapping[str, bytes]) -> str:
         digest.update(name.encode("utf-8") + b"\0" + len(data).to_bytes(8, "big"))
         digest.update(data)
     return digest.hexdigest()
-
-
-def _order(activation: Activation) -> tuple[datetime, int]:
-    return (activation.effective_at, activation.activation_id)
-
-
-def active_at(activations: Sequence[Activation], t: datetime) -> Activation | None:
-    """The activation in force at ``t``: the latest ``effective_at <= t`` (ties: the highest
-    ``activation_id``), ignoring cancelled ones; None if none has taken effect."""
-    in_force = [a for a in activations if not a.cancelled and a.effective_at <= t]
-    return max(in_force, key=_order, default=None)
-
-
-def next_after(activations: Sequence[Activation], t: datetime) -> Activation | None:
-    """The next activation to take effect after ``t`` (earliest ``effective_at > t``; ties: the
-    highest ``activation_id``, the one that will be in force), ignoring cancelled ones."""
-    upcoming = [a for a in activations if not a.cancelled and a.effective_at > t]
-    if not upcoming:
-        return None
-    first = min(a.effective_at for a in upcoming)
-    return max((a for a in upcoming if a.effective_at == first), key=_order)
 
 
 def snapshot_from_stored(
@@ -456,7 +436,8 @@ class TableStore:
         """
         when = _utc(now)
         history = sorted(
-            (a for a in await self.activations() if a.effective_at <= when), key=_order
+            (a for a in await self.activations() if a.effective_at <= when),
+            key=lambda a: (a.effective_at, a.activation_id),
         )
         if not history:
             raise ValueError("no version is in force, so there is nothing to roll back")
