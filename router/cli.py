@@ -12,12 +12,14 @@ from pydantic import ValidationError
 
 from municipality_map import TableError
 
+from .cli_prompts import prompts_app
 from .cli_table import table_app
 from .config import DEFAULT_CONFIG_PATH, load_settings
 
 app = typer.Typer(help="nodrute: call router for the emergency numbers 113 and 116117.",
                   no_args_is_help=True, add_completion=False)
 app.add_typer(table_app, name="table")
+app.add_typer(prompts_app, name="prompts")
 
 
 @app.callback()
