@@ -196,11 +196,12 @@ class SessionDescription:
             f"{self.address_type} {self.origin_address}",
             f"s={self.session_name}",
         ]
-        lines += [line for line in self.other_lines if line[0] in "iueb"]
+        lines += [line for line in self.other_lines if line[0] in "iuep"]
         if self.connection is not None:
             lines.append(f"c=IN {self.address_type} {self.connection}")
+        lines += [line for line in self.other_lines if line[0] == "b"]
         lines.append(f"t={self.timing}")
-        lines += [line for line in self.other_lines if line[0] not in "iueb"]
+        lines += [line for line in self.other_lines if line[0] not in "iuepb"]
         lines += [_attr_line(a) for a in self.attributes]
         for m in self.media:
             lines.append(f"m={m.media} {m.port} {m.proto} {' '.join(m.formats)}")
