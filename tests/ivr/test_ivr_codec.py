@@ -42,7 +42,9 @@ def test_decode_known_values() -> None:
     (codec.alaw_encode, codec.alaw_decode, "alaw"),
     (codec.ulaw_encode, codec.ulaw_decode, "ulaw"),
 ])
-def test_round_trip_error_is_within_the_segment_step(encode: Codec, decode: Codec, name: str) -> None:
+def test_round_trip_error_is_within_the_segment_step(
+    encode: Codec, decode: Codec, name: str,
+) -> None:
     samples = list(range(-32768, 32768, 7))
     decoded = struct.unpack(f"<{len(samples)}h", decode(encode(pcm(*samples))))
     for original, back in zip(samples, decoded, strict=True):
