@@ -53,6 +53,7 @@ log = logging.getLogger(__name__)
 
 TICK_S = 0.020
 MAX_CATCH_UP = 3
+_EARLY_TOLERANCE = 0.25
 _HDR = struct.Struct("!BBHII")
 _ALAW_TO_ULAW = bytes(linear_to_ulaw(alaw_to_linear(c)) for c in range(256))
 _ULAW_TO_ALAW = bytes(linear_to_alaw(ulaw_to_linear(c)) for c in range(256))
@@ -334,7 +335,13 @@ class AsyncioMediaEngine(MediaEngine):
     def _tick(self) -> None:
         """Send every playing leg its due frame(s), then re-arm for the next 20 ms instant."""
         now = self._loop.time()
-        due = int((now - self._clock_origin) / TICK_S) + 1  # ticks due by now, 1-based
+        # Ticks due by now (1-based). Event loops may fire a timer up to a clock granule early
+        # (uvloop rounds to 1 ms): a quarter-tick tolerance keeps that from re-arming at once.
+        due = int((now - self._clock_origin) / TICK_S + _EARLY_TOLERANCE) + 1
+        if due <= self._tick_number:  # far too early: wait for the instant
+            self._clock = self._loop.call_at(
+                self._clock_origin + self._tick_number * TICK_S, self._tick)
+            return
         frames = min(due - self._tick_number, MAX_CATCH_UP)
         self.stats.frames_skipped += (due - self._tick_number - frames) * len(self._playing)
         self._tick_number = due
