@@ -130,6 +130,7 @@ class EngineStats:
     malformed: int = 0
     send_errors: int = 0
     ticks: int = 0
+    """Pacing-clock timer callbacks (one per 20 ms while anything plays)."""
     frames_skipped: int = 0
     """Prompt frames dropped because the loop stalled for more than MAX_CATCH_UP ticks."""
 
@@ -335,6 +336,7 @@ class AsyncioMediaEngine(MediaEngine):
     def _tick(self) -> None:
         """Send every playing leg its due frame(s), then re-arm for the next 20 ms instant."""
         now = self._loop.time()
+        self.stats.ticks += 1
         # Ticks due by now (1-based). Event loops may fire a timer up to a clock granule early
         # (uvloop rounds to 1 ms): a quarter-tick tolerance keeps that from re-arming at once.
         due = int((now - self._clock_origin) / TICK_S + _EARLY_TOLERANCE) + 1
@@ -345,7 +347,6 @@ class AsyncioMediaEngine(MediaEngine):
         frames = min(due - self._tick_number, MAX_CATCH_UP)
         self.stats.frames_skipped += (due - self._tick_number - frames) * len(self._playing)
         self._tick_number = due
-        self.stats.ticks += 1
         finished: list[_Leg] = []
         for leg in list(self._playing.values()):
             for _ in range(frames):
