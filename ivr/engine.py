@@ -174,6 +174,7 @@ class _Leg:
     rtcp: socket.socket
     port: int
     remote: tuple[str, int] | None = None
+    signalled: tuple[str, int] | None = None
     latched: bool = False
     payload_type: int = 8
     codec_name: str = "PCMA"
@@ -268,8 +269,13 @@ class AsyncioMediaEngine(MediaEngine):
 
     def set_remote(self, leg_id: str, audio: NegotiatedAudio) -> None:
         leg = self._leg(leg_id)
-        if not leg.latched:
-            leg.remote = (audio.remote_address, audio.remote_port)
+        signalled = (audio.remote_address, audio.remote_port)
+        if signalled != leg.signalled:  # new SDP address (re-INVITE): learn the source afresh
+            leg.signalled = signalled
+            leg.latched = False
+            # RFC 3264 §8.4: 0.0.0.0 means "do not send" (old-style hold); port 0 disables
+            usable = audio.remote_address not in ("0.0.0.0", "::") and audio.remote_port > 0
+            leg.remote = signalled if usable else None
         leg.payload_type = audio.payload_type
         leg.codec_name = audio.codec.name.upper()
         leg.event_pt = audio.event_payload_type
@@ -309,7 +315,7 @@ class AsyncioMediaEngine(MediaEngine):
         leg.frame_index = 0
         leg.repeat = repeat
         leg.marker_next = True
-        self._playing[leg_id] = leg
+        self._playing[leg_id] = leg  # on a bridged leg the prompt wins until it ends
         self._start_clock()
 
     def stop(self, leg_id: str) -> None:
@@ -319,6 +325,7 @@ class AsyncioMediaEngine(MediaEngine):
     def _stop_prompt(self, leg: _Leg) -> None:
         leg.prompt = None
         leg.frames = ()
+        leg.in_ssrc = None  # relayed audio resumes on a fresh timestamp anchor
         self._playing.pop(leg.leg_id, None)
         self._maybe_stop_clock()
 
@@ -454,6 +461,8 @@ class AsyncioMediaEngine(MediaEngine):
 
     def _relay(self, source: _Leg, target: _Leg, data: bytes, pt: int) -> None:
         """Rewrite onto the target leg's outgoing stream (RFC 3550 §5.1 continuity)."""
+        if target.prompt is not None:
+            return  # a prompt plays on the target: it owns the stream until it ends
         if pt == source.payload_type:
             out_pt = target.payload_type
             translate = target.transcode

@@ -228,3 +228,56 @@ async def test_port_range_exhaustion_and_reuse() -> None:
     assert first.port % 2 == 0
     engine.close()
     assert engine.leg_count == 0
+
+
+async def test_a_prompt_on_a_bridged_leg_takes_over_and_the_relay_resumes_seamlessly(
+    engine_events: EngineAndEvents,
+) -> None:
+    engine, events = engine_events
+    caller, centre = Peer(), Peer()
+    engine.allocate("caller")
+    centre_leg = engine.allocate("centre")
+    engine.set_remote("caller", audio(caller.address[1]))
+    engine.set_remote("centre", audio(centre.address[1]))
+    engine.bridge("caller", "centre")
+
+    async def centre_talks(first: int, count: int) -> None:
+        for i in range(first, first + count):
+            centre.send(RtpPacket(8, i, 160 * i, 0xCE, b"\xee" * 160), centre_leg.port)
+            await asyncio.sleep(0.02)
+
+    await centre_talks(1, 5)
+    engine.play("caller", make_prompt(10, "all_busy"))  # e.g. an announcement mid-call
+    await centre_talks(6, 15)  # 300 ms: the 200 ms prompt ends meanwhile
+    await asyncio.sleep(0.1)
+    packets = [p for _, p in caller.received]
+    kinds = ["relay" if p.payload == b"\xee" * 160 else "prompt" for p in packets]
+    assert kinds.count("prompt") == 10
+    first_prompt = kinds.index("prompt")
+    # relayed audio before, none during, and relayed audio after the prompt
+    assert kinds[first_prompt:first_prompt + 10] == ["prompt"] * 10
+    assert "relay" in kinds[:first_prompt] and "relay" in kinds[first_prompt + 10:]
+    assert seq_steps(packets) == {1}
+    assert all(0 < step < 160 * 50 for step in ts_steps(packets))  # only forwards
+    assert PromptFinished("caller", "all_busy") in events
+
+
+async def test_hold_address_sends_nothing_and_a_new_sdp_address_relearns(
+    engine_events: EngineAndEvents,
+) -> None:
+    engine, events = engine_events
+    old, new = Peer(), Peer()
+    local = engine.allocate("leg")
+    engine.set_remote("leg", NegotiatedAudio("0.0.0.0", 4000, PCMA, 8, None, 20, "sendrecv"))
+    engine.play("leg", make_prompt(5))
+    await asyncio.sleep(0.2)
+    assert engine.stats.frames_played == 5 and engine.stats.send_errors == 0
+    old.send(RtpPacket(8, 1, 1, 1, b"\xd5" * 160), local.port)  # latches
+    await asyncio.sleep(0.05)
+    assert events == [PromptFinished("leg", "test"), RemoteLatched("leg", old.address)]
+    engine.set_remote("leg", audio(new.address[1]))  # re-INVITE: the new SDP address counts
+    engine.play("leg", make_prompt(5))
+    await asyncio.sleep(0.2)
+    assert len(new.received) == 5 and not old.received
+    old.close()
+    new.close()
