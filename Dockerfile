@@ -23,6 +23,7 @@ COPY pyproject.toml README.md ./
 COPY sip ./sip
 COPY router ./router
 COPY municipality_map ./municipality_map
+COPY ivr ./ivr
 RUN /opt/venv/bin/pip install --no-cache-dir .
 
 # --- runtime ----------------------------------------------------------------------------
