@@ -92,10 +92,8 @@ class MediaDescription:
 
     @property
     def direction(self) -> str:
-        for key, _ in self.attributes:
-            if key in _DIRECTIONS:
-                return key
-        return "sendrecv"  # RFC 4566 §6 default
+        """The media-level direction attribute, ``sendrecv`` by default (RFC 4566 §6)."""
+        return _direction(self.attributes) or "sendrecv"
 
     @property
     def ptime_ms(self) -> int | None:
@@ -212,9 +210,17 @@ class SessionDescription:
             lines += [_attr_line(a) for a in m.attributes]
         return ("\r\n".join(lines) + "\r\n").encode()
 
+    def media_direction(self, media: MediaDescription) -> str:
+        """Direction of ``media``: its own attribute, else the session's (RFC 4566 §6)."""
+        return _direction(media.attributes) or _direction(self.attributes) or "sendrecv"
+
     def media_address(self, media: MediaDescription) -> str | None:
         """The connection address that applies to ``media`` (RFC 4566 §5.7)."""
         return media.connection if media.connection is not None else self.connection
+
+
+def _direction(attributes: list[tuple[str, str | None]]) -> str | None:
+    return next((key for key, _ in attributes if key in _DIRECTIONS), None)
 
 
 def _attr_line(attr: tuple[str, str | None]) -> str:
@@ -296,7 +302,7 @@ def answer_offer(
             answer.media.append(MediaDescription(m.media, 0, m.proto, m.formats[:1]))
             continue
         pt, codec, event_pt = accepted
-        direction = _ANSWER_DIRECTION[m.direction]
+        direction = _ANSWER_DIRECTION[offer.media_direction(m)]
         ptime = m.ptime_ms or 20
         answer.media.append(_audio_media(local_port, [(pt, codec)], event_pt, direction, ptime))
         address = offer.media_address(m)
@@ -386,7 +392,7 @@ def negotiated_audio(offer: SessionDescription, answer: SessionDescription,
         if address is None:
             raise OfferRejected("answer has no connection address")
         return NegotiatedAudio(address, m.port, rtpmap[codec_pt], codec_pt, event_pt,
-                               m.ptime_ms or 20, m.direction)
+                               m.ptime_ms or 20, _ANSWER_DIRECTION[answer.media_direction(m)])
     raise OfferRejected("answer accepted no audio stream")
 
 

@@ -129,3 +129,18 @@ def test_with_connection_rewrites_only_the_audio_address() -> None:
     assert anchored.connection == "127.0.0.1" and anchored.media[0].port == 20010
     assert anchored.media[0].formats == offer.media[0].formats
     assert offer.media[0].port == 40000  # the original is untouched
+
+
+def test_session_level_direction_applies_to_the_stream() -> None:
+    """A held caller (session-level a=sendonly, RFC 4566 §6) gets a recvonly answer."""
+    offer = SessionDescription.parse(
+        "v=0\r\no=- 1 2 IN IP4 127.0.0.2\r\ns=-\r\nc=IN IP4 127.0.0.2\r\nt=0 0\r\na=sendonly\r\n"
+        "m=audio 4000 RTP/AVP 8\r\n")
+    answer, audio = answer_offer(offer, "127.0.0.1", 20000)
+    assert audio.direction == "recvonly" and answer.media[0].direction == "recvonly"
+    # and the offerer's view: the answerer said sendonly, so we only receive
+    ours = make_offer("127.0.0.1", 20000)
+    theirs = SessionDescription.parse(
+        "v=0\r\no=- 1 1 IN IP4 127.0.0.5\r\ns=-\r\nc=IN IP4 127.0.0.5\r\nt=0 0\r\n"
+        "m=audio 7000 RTP/AVP 8\r\na=sendonly\r\n")
+    assert negotiated_audio(ours, theirs).direction == "recvonly"
