@@ -98,7 +98,7 @@ class MediaDescription:
     @property
     def ptime_ms(self) -> int | None:
         value = self.attribute("ptime")
-        return int(value) if value and value.isdigit() else None
+        return int(value) if value and _is_number(value) else None
 
     def rtpmap(self) -> dict[int, Codec]:
         """Payload type -> codec, from ``a=rtpmap`` with RFC 3551 static types as fallback."""
@@ -108,12 +108,12 @@ class MediaDescription:
                 continue
             pt_text, _, encoding = value.partition(" ")
             parts = encoding.strip().split("/")
-            if not pt_text.isdigit() or len(parts) < 2 or not parts[1].isdigit():
+            if not _is_number(pt_text) or len(parts) < 2 or not _is_number(parts[1]):
                 continue
             pt = int(pt_text)
             found[pt] = Codec(parts[0], int(parts[1]), pt if pt < 96 else None)
         for fmt in self.formats:
-            if fmt.isdigit() and int(fmt) in _STATIC and int(fmt) not in found:
+            if _is_number(fmt) and int(fmt) in _STATIC and int(fmt) not in found:
                 found[int(fmt)] = _STATIC[int(fmt)]
         return found
 
@@ -219,6 +219,11 @@ class SessionDescription:
         return media.connection if media.connection is not None else self.connection
 
 
+def _is_number(text: str) -> bool:
+    """ASCII digits only: ``str.isdigit`` also accepts '²', which ``int`` refuses."""
+    return text.isascii() and text.isdigit()
+
+
 def _direction(attributes: list[tuple[str, str | None]]) -> str | None:
     return next((key for key, _ in attributes if key in _DIRECTIONS), None)
 
@@ -230,7 +235,7 @@ def _attr_line(attr: tuple[str, str | None]) -> str:
 
 def _parse_origin(sdp: SessionDescription, value: str) -> None:
     parts = value.split()
-    if len(parts) != 6 or not parts[1].isdigit() or not parts[2].isdigit():
+    if len(parts) != 6 or not _is_number(parts[1]) or not _is_number(parts[2]):
         raise SdpError("malformed o= line")
     sdp.origin_username, sdp.origin_address = parts[0], parts[5]
     sdp.session_id, sdp.session_version = int(parts[1]), int(parts[2])
@@ -249,7 +254,7 @@ def _parse_media(value: str) -> MediaDescription:
     if len(parts) < 4:
         raise SdpError("malformed m= line")
     port_text = parts[1].split("/")[0]
-    if not port_text.isdigit() or int(port_text) > 65535:
+    if not _is_number(port_text) or int(port_text) > 65535:
         raise SdpError("bad port in m= line")
     return MediaDescription(parts[0], int(port_text), parts[2], parts[3:])
 
@@ -321,7 +326,7 @@ def _accept_audio(
     chosen: tuple[int, Codec] | None = None
     event_pt: int | None = None
     for fmt in m.formats:
-        if not fmt.isdigit() or int(fmt) not in rtpmap:
+        if not _is_number(fmt) or int(fmt) not in rtpmap:
             continue
         pt, codec = int(fmt), rtpmap[int(fmt)]
         if chosen is None and any(codec.same_format(c) for c in codecs):
@@ -382,7 +387,7 @@ def negotiated_audio(offer: SessionDescription, answer: SessionDescription,
             continue
         offered = offer.media[index].rtpmap() if index < len(offer.media) else {}
         rtpmap = {**offered, **m.rtpmap()}
-        codec_pt = next((int(f) for f in m.formats if f.isdigit() and int(f) in rtpmap
+        codec_pt = next((int(f) for f in m.formats if _is_number(f) and int(f) in rtpmap
                          and not rtpmap[int(f)].same_format(TELEPHONE_EVENT)), None)
         if codec_pt is None:
             continue

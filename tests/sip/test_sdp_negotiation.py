@@ -1,6 +1,10 @@
 """SDP parse/serialise and RFC 3264 offer/answer transcripts."""
 
+import contextlib
+
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from sip.sdp import (
     PCMA,
@@ -144,3 +148,26 @@ def test_session_level_direction_applies_to_the_stream() -> None:
         "v=0\r\no=- 1 1 IN IP4 127.0.0.5\r\ns=-\r\nc=IN IP4 127.0.0.5\r\nt=0 0\r\n"
         "m=audio 7000 RTP/AVP 8\r\na=sendonly\r\n")
     assert negotiated_audio(ours, theirs).direction == "recvonly"
+
+
+SDP_LINE = st.one_of(
+    st.sampled_from(CARRIER_OFFER.splitlines()),
+    st.builds(lambda kind, value: f"{kind}={value}", st.sampled_from("vosctmab"),
+              st.text(max_size=30)),
+    st.text(max_size=30),
+)
+
+
+@given(st.lists(SDP_LINE, max_size=20))
+@settings(max_examples=300, deadline=None)
+def test_any_body_parses_or_raises_sdp_error_and_answering_never_crashes(
+    lines: list[str],
+) -> None:
+    """Peer SDP is untrusted: only SdpError/OfferRejected may come out, never a crash."""
+    try:
+        sdp = SessionDescription.parse("\r\n".join(lines))
+    except SdpError:
+        return
+    with contextlib.suppress(OfferRejected):
+        answer_offer(sdp, "127.0.0.1", 20000)
+    SessionDescription.parse(sdp.serialise())
