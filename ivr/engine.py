@@ -218,6 +218,7 @@ class AsyncioMediaEngine(MediaEngine):
         self._cursor = 0
         self._playing: dict[str, _Leg] = {}
         self._clock: asyncio.TimerHandle | None = None
+        self._in_tick = False
         self._clock_origin = 0.0
         self._tick_number = 0
 
@@ -330,7 +331,7 @@ class AsyncioMediaEngine(MediaEngine):
         self._maybe_stop_clock()
 
     def _start_clock(self) -> None:
-        if self._clock is None:
+        if self._clock is None and not self._in_tick:
             self._clock_origin = self._loop.time()
             self._tick_number = 0
             self._clock = self._loop.call_at(self._clock_origin, self._tick)
@@ -341,15 +342,29 @@ class AsyncioMediaEngine(MediaEngine):
             self._clock = None
 
     def _tick(self) -> None:
-        """Send every playing leg its due frame(s), then re-arm for the next 20 ms instant."""
+        """Send every playing leg its due frame(s), then re-arm for the next 20 ms instant.
+
+        Event handlers run inside the tick (PromptFinished -> play the next prompt): while it
+        runs, play/stop never start or stop the clock; the tick re-arms itself at the end, so
+        there is never more than one clock.
+        """
+        self._clock = None  # this handle has fired
+        self._in_tick = True
+        try:
+            self._send_due_frames()
+        finally:
+            self._in_tick = False
+        if self._playing:
+            self._clock = self._loop.call_at(
+                self._clock_origin + self._tick_number * TICK_S, self._tick)
+
+    def _send_due_frames(self) -> None:
         now = self._loop.time()
         self.stats.ticks += 1
         # Ticks due by now (1-based). Event loops may fire a timer up to a clock granule early
         # (uvloop rounds to 1 ms): a quarter-tick tolerance keeps that from re-arming at once.
         due = int((now - self._clock_origin) / TICK_S + _EARLY_TOLERANCE) + 1
         if due <= self._tick_number:  # far too early: wait for the instant
-            self._clock = self._loop.call_at(
-                self._clock_origin + self._tick_number * TICK_S, self._tick)
             return
         frames = min(due - self._tick_number, MAX_CATCH_UP)
         self.stats.frames_skipped += (due - self._tick_number - frames) * len(self._playing)
@@ -364,11 +379,6 @@ class AsyncioMediaEngine(MediaEngine):
             name = leg.prompt.name if leg.prompt else ""
             self._stop_prompt(leg)
             self._on_event(PromptFinished(leg.leg_id, name))
-        if self._playing:
-            self._clock = self._loop.call_at(
-                self._clock_origin + self._tick_number * TICK_S, self._tick)
-        else:
-            self._clock = None
 
     def _send_prompt_frame(self, leg: _Leg, now: float) -> bool:
         if leg.frame_index >= len(leg.frames):

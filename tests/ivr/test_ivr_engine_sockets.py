@@ -281,3 +281,28 @@ async def test_hold_address_sends_nothing_and_a_new_sdp_address_relearns(
     assert len(new.received) == 5 and not old.received
     old.close()
     new.close()
+
+
+async def test_next_prompt_started_from_the_finished_event_keeps_one_clock() -> None:
+    """What IvrSession does (greeting ends -> menu prompt) must not start a second clock."""
+    peer = Peer()
+    engines: list[AsyncioMediaEngine] = []
+    second = make_prompt(200, "second")
+
+    def on_event(event: MediaEvent) -> None:
+        if isinstance(event, PromptFinished) and event.prompt == "first":
+            engines[0].play(event.leg_id, second)
+
+    engine = AsyncioMediaEngine("127.0.0.1", PortRange(43100, 43199), on_event)
+    engines.append(engine)
+    engine.allocate("leg")
+    engine.set_remote("leg", audio(peer.address[1]))
+    engine.play("leg", make_prompt(5, "first"))
+    await asyncio.sleep(1.1)
+    packets = [p for _, p in peer.received]
+    # 1.1 s at 20 ms is 55 frames; a doubled clock would have sent about 100
+    assert 35 <= len(packets) <= 57
+    assert engine.stats.ticks <= len(packets) + 3
+    assert seq_steps(packets) == {1} and ts_steps(packets) == {160}
+    engine.close()
+    peer.close()
