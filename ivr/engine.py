@@ -444,11 +444,11 @@ class AsyncioMediaEngine(MediaEngine):
                 self.stats.malformed += 1
 
     def _on_datagram(self, leg: _Leg, data: bytes, source: tuple[str, int]) -> None:
+        if len(data) >= 8 and data[0] >> 6 == 2 and is_rtcp(data):  # RFC 5761 rtcp-mux
+            self.stats.rtcp_received += 1  # an empty RR is only 8 octets
+            return
         if len(data) < 12 or data[0] >> 6 != 2:
             self.stats.malformed += 1
-            return
-        if is_rtcp(data):  # RFC 5761 rtcp-mux
-            self.stats.rtcp_received += 1
             return
         self.stats.packets_received += 1
         pt = data[1] & 0x7F

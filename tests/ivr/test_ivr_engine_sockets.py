@@ -306,3 +306,22 @@ async def test_next_prompt_started_from_the_finished_event_keeps_one_clock() -> 
     assert seq_steps(packets) == {1} and ts_steps(packets) == {160}
     engine.close()
     peer.close()
+
+
+async def test_rtcp_is_counted_and_garbage_is_dropped_without_latching(
+    engine_events: EngineAndEvents,
+) -> None:
+    engine, events = engine_events
+    peer = Peer()
+    local = engine.allocate("leg")
+    engine.set_remote("leg", audio(peer.address[1]))
+    receiver_report = bytes([0x80, 201, 0, 1]) + (77).to_bytes(4, "big")
+    peer.sock.sendto(receiver_report, ("127.0.0.1", local.port + 1))  # RTCP port
+    peer.sock.sendto(receiver_report, ("127.0.0.1", local.port))  # rtcp-mux (RFC 5761)
+    peer.sock.sendto(b"\x00" * 40, ("127.0.0.1", local.port))  # not RTP v2
+    peer.sock.sendto(b"\x80\x08", ("127.0.0.1", local.port))  # too short
+    await asyncio.sleep(0.1)
+    assert engine.stats.rtcp_received == 2
+    assert engine.stats.malformed == 2
+    assert engine.stats.packets_received == 0 and events == []  # nothing latched on it
+    peer.close()
