@@ -15,12 +15,11 @@ import os
 import shutil
 import signal
 import subprocess
-import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
-from bench_processes import LOOPBACK, Router, send_options
+from bench_processes import LOOPBACK, Router, wait_until_answering
 
 KAMAILIO_CONFIG = """\
 #!KAMAILIO
@@ -153,16 +152,7 @@ def running_kamailio(
         )  # fmt: skip
     proxy = Router(port, process, log_path)
     try:
-        deadline = time.monotonic() + 20
-        while True:
-            if process.poll() is not None:
-                raise SystemExit(f"kamailio exited at start:\n{proxy.log_text()[-3000:]}")
-            answer = send_options(port)
-            if answer is not None and answer.startswith("SIP/2.0 200"):
-                break
-            if time.monotonic() > deadline:
-                raise SystemExit(f"kamailio did not answer OPTIONS:\n{proxy.log_text()[-3000:]}")
-            time.sleep(0.2)
+        wait_until_answering(proxy, "kamailio", timeout_s=20, poll_s=0.2)
         yield proxy
     finally:
         if process.poll() is None:

@@ -196,6 +196,20 @@ def send_options(port: int, timeout_s: float = 0.3) -> str | None:
             return None
 
 
+def wait_until_answering(server: Router, name: str, *, timeout_s: float, poll_s: float) -> None:
+    """Block until ``server`` answers an OPTIONS with 200; SystemExit with its log otherwise."""
+    deadline = time.monotonic() + timeout_s
+    while True:
+        if server.process.poll() is not None:
+            raise SystemExit(f"{name} exited at start:\n{server.log_text()[-3000:]}")
+        answer = send_options(server.port)
+        if answer is not None and answer.startswith("SIP/2.0 200"):
+            return
+        if time.monotonic() > deadline:
+            raise SystemExit(f"{name} did not answer OPTIONS:\n{server.log_text()[-3000:]}")
+        time.sleep(poll_s)
+
+
 @dataclass
 class Router:
     port: int
@@ -240,16 +254,7 @@ def running_router(
         )  # fmt: skip
     router = Router(port, process, log_path)
     try:
-        deadline = time.monotonic() + 30
-        while True:
-            if process.poll() is not None:
-                raise SystemExit(f"the router exited at start:\n{router.log_text()[-3000:]}")
-            answer = send_options(port)
-            if answer is not None and answer.startswith("SIP/2.0 200"):
-                break
-            if time.monotonic() > deadline:
-                raise SystemExit(f"the router did not answer OPTIONS:\n{router.log_text()[-3000:]}")
-            time.sleep(0.1)
+        wait_until_answering(router, "the router", timeout_s=30, poll_s=0.1)
         yield router
     finally:
         if process.poll() is None:
