@@ -405,9 +405,14 @@ class SippFleet:
         args = ["-p", str(port), "-t", transport, "-key", "centre", centre_id]
         if calls is not None:
             args += ["-m", str(calls)]
-        return self._start(
+        uas = self._start(
             f"uas-{centre_id}-{port}", scenario, [*args, *extra_args], stdout_to_file=False
         )
+        if transport.startswith("t"):
+            # A TCP caller started right away would be refused until SIPp has bound its
+            # listener (seen on a loaded machine); UDP callers just retransmit.
+            _wait_tcp_listening(port, uas, timeout_s=10.0)
+        return uas
 
     def start_centres(
         self, scenario: str | Path, centres: Iterable[tuple[str, int]], *, settle_s: float = 0.5
@@ -480,3 +485,27 @@ def write_injection_file(path: Path, rows: Iterable[Sequence[str]]) -> Path:
     lines = ["SEQUENTIAL"] + [";".join(row) + ";" for row in rows]
     path.write_text("\n".join(lines) + "\n", encoding="utf-8")
     return path
+
+
+def _tcp_listening_ports() -> set[int]:
+    """Local ports in LISTEN state, from /proc/net/tcp and tcp6 (no connection made)."""
+    ports: set[int] = set()
+    for table in ("/proc/net/tcp", "/proc/net/tcp6"):
+        try:
+            lines = Path(table).read_text(encoding="ascii").splitlines()[1:]
+        except OSError:
+            continue
+        for line in lines:
+            fields = line.split()
+            if len(fields) > 3 and fields[3] == "0A":  # 0A = TCP_LISTEN
+                ports.add(int(fields[1].rsplit(":", 1)[1], 16))
+    return ports
+
+
+def _wait_tcp_listening(port: int, uas: SippProcess, *, timeout_s: float) -> None:
+    deadline = time.monotonic() + timeout_s
+    while port not in _tcp_listening_ports():
+        if uas.process.poll() is not None or time.monotonic() > deadline:
+            raise AssertionError(f"SIPp UAS is not listening on TCP {port}\n"
+                                 f"{uas.failure_report()}")
+        time.sleep(0.05)
