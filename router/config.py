@@ -16,6 +16,7 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
 
+from ivr.config import IvrSettings, MediaSettings
 from municipality_map import Service, default_table_dir
 
 from .resolve import LocationSource
@@ -158,6 +159,9 @@ class NodruteSettings(BaseSettings):
     tables: TablesSettings = TablesSettings()
     mqtt: MqttSettings = MqttSettings()
     metrics: MetricsSettings = MetricsSettings()
+    media: MediaSettings = MediaSettings()
+    """``[media] enabled = true``: anchored RTP and the IVR (off by default: SDP relayed)."""
+    ivr: IvrSettings = IvrSettings()
 
     @model_validator(mode="after")
     def _trunk_names_unique(self) -> NodruteSettings:
