@@ -18,6 +18,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, cast
 
+from ivr.engine import MediaEngine
+from ivr.prompts import PromptCatalogue
 from municipality_map import RoutingSnapshot
 from sip.timers import TimerConfig
 from sip.transaction import TransactionLayer
@@ -26,6 +28,7 @@ from sip.transport import SipEndpoint
 from . import gc_policy
 from .b2bua import B2bua
 from .config import NodruteSettings
+from .media import MediaContext
 from .metrics import NodeMetrics
 from .tables import ActiveTable, TableManager, utc_now
 
@@ -41,6 +44,8 @@ class RunningRouter:
     tables: TableManager
     metrics: NodeMetrics | None = None
     tasks: list[asyncio.Task[None]] = field(default_factory=list)
+    media_engine: MediaEngine | None = None
+    """The RTP engine when ``[media] enabled``."""
 
     @property
     def snapshot(self) -> RoutingSnapshot:
@@ -57,6 +62,8 @@ class RunningRouter:
             task.cancel()
         await asyncio.gather(*self.tasks, return_exceptions=True)
         await self.endpoint.close()
+        if self.media_engine is not None:
+            self.media_engine.close()
         await self.tables.close()
         if self.metrics is not None:
             self.metrics.close()
@@ -163,8 +170,57 @@ def _background_tasks(settings: NodruteSettings, tables: TableManager,
     return tasks
 
 
+def check_media(settings: NodruteSettings) -> PromptCatalogue:
+    """With ``[media] enabled``: the loaded prompt catalogue, or SystemExit naming the problem.
+
+    Refuses a port range the engine cannot use and flows naming prompts that do not exist, so
+    a node never starts that would play dead air."""
+    from ivr.engine import PortRange
+    from ivr.session import missing_prompts
+
+    media = settings.media
+    if media.mode != "anchor":
+        raise SystemExit(f"[media] mode {media.mode!r} is not supported yet (use 'anchor')")
+    try:
+        PortRange(media.rtp_port_first, media.rtp_port_last)
+    except ValueError as err:
+        raise SystemExit(f"[media] bad RTP port range: {err}") from None
+    catalogue = PromptCatalogue.load()
+    missing = missing_prompts(settings.ivr, catalogue)
+    if missing:
+        raise SystemExit(f"[media] prompts missing: {', '.join(missing)} "
+                         "(run `nodrute prompts build`)")
+    return catalogue
+
+
+def _start_media(settings: NodruteSettings, catalogue: PromptCatalogue, b2bua: B2bua,
+                 endpoint: SipEndpoint) -> MediaEngine:
+    """The in-process RTP engine, its events routed to calls by leg id; probes the range."""
+    from ivr.engine import AsyncioMediaEngine, MediaEngineError, MediaEvent, PortRange
+
+    media = settings.media
+
+    def on_event(event: MediaEvent) -> None:
+        now = endpoint.now()
+        b2bua.handle_media_event(event, now)
+        endpoint.pump(now)  # send what the call queued, re-arm the timer
+
+    engine = AsyncioMediaEngine(media.address, PortRange(media.rtp_port_first,
+                                                         media.rtp_port_last), on_event)
+    try:
+        engine.allocate("startup-probe")
+    except (MediaEngineError, OSError) as err:
+        engine.close()
+        raise SystemExit(f"[media] cannot bind RTP ports on {media.address} in "
+                         f"{media.rtp_port_first}-{media.rtp_port_last}: {err}") from None
+    engine.release("startup-probe")
+    b2bua.media = MediaContext(engine, catalogue, settings.ivr)
+    return engine
+
+
 async def start_router(settings: NodruteSettings) -> RunningRouter:
     """Load the table, bind the listeners and wire the layers; returns once serving."""
+    catalogue = check_media(settings) if settings.media.enabled else None
     metrics = NodeMetrics() if settings.metrics.enabled else None
     tables = table_manager(settings, metrics)
     try:
@@ -184,6 +240,14 @@ async def start_router(settings: NodruteSettings) -> RunningRouter:
     b2bua = B2bua(layer, settings, snapshot, port=endpoint.local_address[1],
                   on_call_ended=metrics.call_ended if metrics else None)
     endpoint.user = b2bua
+    media_engine: MediaEngine | None = None
+    if catalogue is not None:
+        try:
+            media_engine = _start_media(settings, catalogue, b2bua, endpoint)
+        except BaseException:
+            await endpoint.close()
+            await tables.close()
+            raise
     tables.attach(b2bua)
     if metrics is not None:
         metrics.track_active_calls(lambda: b2bua.active_calls)
@@ -201,7 +265,7 @@ async def start_router(settings: NodruteSettings) -> RunningRouter:
         snapshot.version.label, snapshot.municipality_count,
     )
     tasks = _background_tasks(settings, tables, metrics)
-    return RunningRouter(endpoint, b2bua, tables, metrics, tasks)
+    return RunningRouter(endpoint, b2bua, tables, metrics, tasks, media_engine)
 
 
 async def serve(settings: NodruteSettings) -> None:

@@ -18,6 +18,7 @@ from collections import Counter
 from collections.abc import Callable
 from typing import Any
 
+from ivr.engine import MediaEvent
 from municipality_map import RoutingSnapshot, Service
 from sip.errors import SipParseError
 from sip.events import (
@@ -38,6 +39,7 @@ from . import legs
 from .call import Call, CallState, Leg
 from .call_record import CallRecord
 from .config import NodruteSettings, TrunkSettings
+from .media import MediaContext
 from .resolve import dialled_service
 
 log = logging.getLogger("nodrute.b2bua")
@@ -61,6 +63,7 @@ class B2bua:
         *,
         port: int,
         on_call_ended: Callable[[CallRecord], None] | None = None,
+        media: MediaContext | None = None,
     ) -> None:
         self.layer = layer
         self.settings = settings
@@ -77,6 +80,9 @@ class B2bua:
         self._by_server_tx: dict[str, Call] = {}
         self._by_client_tx: dict[str, Call] = {}
         self._by_dialog: dict[tuple[str, str], tuple[Call, Leg]] = {}
+        self.media = media
+        """The media engine, prompts and IVR flows when media is anchored here; None: SDP relay."""
+        self._by_media_leg: dict[str, Call] = {}
         self._deadlines: list[tuple[float, int, Call]] = []
         self._seq = itertools.count()
         self.active_calls = 0
@@ -96,6 +102,25 @@ class B2bua:
 
     def bind_dialog(self, call_id: str, local_tag: str, call: Call, leg: Leg) -> None:
         self._by_dialog[(call_id, local_tag)] = (call, leg)
+
+    def bind_media(self, leg_ids: tuple[str, ...], call: Call) -> None:
+        for leg_id in leg_ids:
+            self._by_media_leg[leg_id] = call
+
+    def unbind_media(self, leg_ids: tuple[str, ...]) -> None:
+        for leg_id in leg_ids:
+            self._by_media_leg.pop(leg_id, None)
+
+    def handle_media_event(self, event: MediaEvent, now: float) -> None:
+        """An event from the media engine, handed to the call owning its leg; never raises."""
+        call = self._by_media_leg.get(event.leg_id)
+        if call is None:
+            return
+        try:
+            call.on_media_event(event, now)
+        except Exception:
+            log.exception("fault handling media event %r", event)
+            self.counters["internal_errors"] += 1
 
     def schedule(self, call: Call) -> None:
         if call.deadline is None:

@@ -17,7 +17,9 @@ from __future__ import annotations
 import enum
 from typing import TYPE_CHECKING
 
-from municipality_map import Centre, RouteLookup, RoutingSnapshot
+from ivr.engine import MediaEngineError, MediaEvent
+from ivr.flow import RouteCall
+from municipality_map import Centre, RouteLookup, RoutingSnapshot, Service
 from sip.dialog import Dialog
 from sip.headers import parse_cseq, parse_name_addr_shared
 from sip.ids import new_branch, new_call_id, new_tag
@@ -25,6 +27,7 @@ from sip.message import Request, Response, make_response
 
 from . import legs
 from .call_record import CallRecord, TerminatedReason
+from .media import SDP, CallMedia, MediaRefused
 from .resolve import DialledService, LocationSource, choose_municipality, municipality_hints
 
 if TYPE_CHECKING:
@@ -94,7 +97,11 @@ class Call:
         self.relays: dict[str, tuple[Leg, str, Request]] = {}
         """Client tx on one leg -> (leg it came from, server tx there, request) for relays."""
         self.deadline: float | None = None
-        """Ring timeout: give up on the centre if it has not answered by then."""
+        """Ring timeout: give up on the centre if it has not answered by then (during an IVR
+        before routing: the IVR's next timer)."""
+        self.media: CallMedia | None = None
+        """Anchored media and the IVR (``[media] enabled``); None: SDP is relayed as is."""
+        self.location_source = LocationSource.DEFAULT
         self.record = CallRecord(
             call_id=self.caller_call_id,
             service=dialled.service.value,
@@ -131,7 +138,91 @@ class Call:
                 f"old code {choice.requested} -> {choice.lookup.kommunenummer}")
         if choice.source is LocationSource.DEFAULT:
             self.host.note_default_route(service, choice.requested is not None)
+        self.location_source = choice.source
+        if self.host.media is not None and self.invite.body:
+            self._start_media(centre, now)
+            return
         self._dial(centre, centre.uris[0], choice.source, now)
+
+    # ----------------------------------------------------------------- anchored media and IVR
+
+    def _start_media(self, centre: Centre, now: float) -> None:
+        """Answer the caller's offer with our SDP, then run the IVR flow or dial at once.
+
+        A late-offer INVITE (no SDP) is not anchored: it keeps end-to-end SDP relay."""
+        context = self.host.media
+        assert context is not None
+        media = CallMedia(context, self.caller_tag)
+        self.media = media
+        self.host.bind_media(media.leg_ids, self)
+        try:
+            media.answer_caller(self.invite.body)
+        except MediaRefused as err:
+            self._fail_caller(err.status, err.reason, TerminatedReason.ERROR, now)
+            return
+        flow = context.ivr.flow_for(self.service.value, centre.centre_id)
+        if flow is None:
+            self._dial(centre, centre.uris[0], self.location_source, now)
+            return
+        language = context.ivr.language_for(centre.centre_id)
+        if flow.early_media:
+            # The centre leg first: an announcement never delays the INVITE to the centre.
+            self._dial(centre, centre.uris[0], self.location_source, now)
+            if self.state is CallState.ENDED:
+                return
+            self._send_early_media(now)
+            media.start_ivr(flow, language, now)
+            return
+        self._send_early_media(now)
+        self._after_ivr(media.start_ivr(flow, language, now), now)
+
+    def _send_early_media(self, now: float) -> None:
+        assert self.media is not None
+        progress = make_response(self.invite, 183, to_tag=self.caller_tag,
+                                 extra=[("Contact", self.host.contact(self.caller_transport)),
+                                        ("Content-Type", SDP)])
+        progress.body = self.media.caller_answer
+        self.host.layer.send_response(self.in_tx, progress, now)
+        if self.record.first_provisional_at is None:
+            self.record.first_provisional_at = now
+
+    def _after_ivr(self, route: RouteCall | None, now: float) -> None:
+        """Act on what the IVR returned while the call is not yet routed."""
+        if self.state is not CallState.ROUTING or self.media is None:
+            return
+        if route is None:
+            self.deadline = self.media.ivr_deadline()
+            self.host.schedule(self)
+            return
+        centre = self.centre
+        if route.service is not None and route.service != self.service.value:
+            # Transfer (e.g. "press 1 if life-threatening"): same municipality, other service.
+            service = Service(route.service)
+            self.record.notes.append(f"ivr transfer {self.service.value} -> {service.value}")
+            self.service = service
+            hints = municipality_hints(
+                self.invite, self.dialled, self.trunk.municipality_sources,
+                self.trunk.municipality_header,
+            )
+            choice = choose_municipality(hints, lambda code: self.snapshot.lookup(code, service))
+            self.location_source = choice.source
+            centre = self._centre_for(choice.lookup)
+            if centre is None or not centre.uris:
+                self.host.note_no_centre(service)
+                self._fail_caller(500, "No centre configured", TerminatedReason.ERROR, now)
+                return
+            self.centre = centre
+            self.record.centre_id = centre.centre_id
+        assert centre is not None
+        self._dial(centre, centre.uris[0], self.location_source, now)
+
+    def on_media_event(self, event: MediaEvent, now: float) -> None:
+        """An engine event for one of this call's legs (prompt finished, DTMF, latched)."""
+        if self.media is None or self.state is CallState.ENDED:
+            return
+        route = self.media.on_event(event, now)
+        if self.state is CallState.ROUTING:
+            self._after_ivr(route, now)
 
     def _centre_for(self, lookup: RouteLookup | None) -> Centre | None:
         if lookup is not None:
@@ -167,6 +258,13 @@ class Call:
             user_agent=host.settings.sip.user_agent,
             routing_headers=routing_headers,
         )
+        if self.media is not None:
+            try:
+                invite.body = self.media.offer_centre()
+            except MediaEngineError:
+                self._fail_caller(503, "No media resources", TerminatedReason.ERROR, now)
+                return
+            invite.headers.set("Content-Type", SDP)
         self.centre_invite = invite
         self.record.centre_uri = uri
         self.record.centre_call_id = self.centre_call_id
@@ -207,6 +305,11 @@ class Call:
             self.invite, response, status=response.status, to_tag=self.caller_tag,
             contact=self.host.contact(self.caller_transport),
         )
+        if self.media is not None:
+            media = self.media
+            if media.centre_sdp(response.body) and media.ivr is None:
+                media.bridge()  # no IVR on this call: the caller hears the centre's early media
+            _with_body(out, media.caller_answer)
         self.host.layer.send_response(self.in_tx, out, now)
 
     def _on_centre_answer(self, response: Response, now: float) -> None:
@@ -233,6 +336,10 @@ class Call:
             self.invite, response, status=response.status, to_tag=self.caller_tag,
             contact=contact,
         )
+        if self.media is not None:
+            self.media.centre_sdp(response.body)
+            self.media.bridge()  # the prompt stops at once, then leg-to-leg relay
+            _with_body(out, self.media.caller_answer)  # the same answer as in the 183
         self.caller_dialog = Dialog.as_uas(self.invite, self.caller_tag, contact)
         self.host.bind_dialog(self.caller_call_id, self.caller_tag, self, Leg.CALLER)
         self.host.layer.send_response(self.in_tx, out, now)
@@ -301,6 +408,9 @@ class Call:
         if self.deadline is None or now < self.deadline:
             return
         self.deadline = None
+        if self.state is CallState.ROUTING and self.media is not None:
+            self._after_ivr(self.media.on_ivr_timer(now), now)
+            return
         if self.state in (CallState.CALLING, CallState.EARLY) and self.centre_tx:
             self.host.layer.send_cancel(
                 self.centre_tx, now, reason=legs.q850_reason(19, "No answer"))
@@ -473,7 +583,16 @@ class Call:
         self.deadline = None
         self.record.end_reason = reason
         self.record.ended_at = now
+        if self.media is not None:
+            self.media.release()
+            self.host.unbind_media(self.media.leg_ids)
         self.host.call_ended(self, now)
+
+
+def _with_body(response: Response, sdp: bytes) -> None:
+    """Put our SDP answer in a response relayed to the caller (anchored media)."""
+    response.body = sdp
+    response.headers.set("Content-Type", SDP)
 
 
 def _from_uri(request: Request) -> str:
