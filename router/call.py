@@ -484,7 +484,32 @@ class Call:
             layer.send_response(tx, make_response(request, 200, extra=[("Allow", legs.ALLOW)]),
                                 now)
             return
+        if self.media is not None and request.method in ("INVITE", "UPDATE"):
+            self._answer_in_dialog_offer(leg, request, tx, now)
+            return
         self._relay_in_dialog_request(leg, request, tx, now)
+
+    def _answer_in_dialog_offer(self, leg: Leg, request: Request, tx: str, now: float) -> None:
+        """Anchored media: a re-INVITE/UPDATE is answered on its own leg, never relayed (the
+        other side keeps talking to the router). A re-INVITE without SDP gets our current SDP
+        as the offer; the answer in its ACK changes nothing (same address, same codec)."""
+        assert self.media is not None
+        leg_id = self.media.caller_leg if leg is Leg.CALLER else self.media.centre_leg
+        transport = self.caller_transport if leg is Leg.CALLER else self.centre_transport
+        if request.body:
+            try:
+                sdp = self.media.answer_reoffer(leg_id, request.body)
+            except MediaRefused as err:
+                self.host.layer.send_response(tx, make_response(request, err.status, err.reason),
+                                              now)
+                return
+        else:
+            sdp = self.media.current_sdp(leg_id) if request.method == "INVITE" else b""
+        ok = make_response(request, 200, body=sdp, extra=[
+            ("Contact", self.host.contact(transport)), ("Allow", legs.ALLOW),
+            *([("Content-Type", SDP)] if sdp else []),
+        ])
+        self.host.layer.send_response(tx, ok, now)
 
     def _on_bye(self, from_leg: Leg, request: Request, now: float) -> None:
         reason = request.headers.get("Reason") or legs.q850_reason(16, "Normal call clearing")

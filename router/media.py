@@ -12,7 +12,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from ivr.config import IvrFlow, IvrSettings
-from ivr.engine import MediaEngine, MediaEngineError, MediaEvent
+from ivr.engine import LocalMedia, MediaEngine, MediaEngineError, MediaEvent
 from ivr.flow import FlowRunner, RouteCall
 from ivr.prompts import PromptCatalogue
 from ivr.session import IvrSession
@@ -67,6 +67,10 @@ class CallMedia:
         self.bridged = False
         self.ivr: IvrSession | None = None
         self._legs: set[str] = set()
+        self._local: dict[str, LocalMedia] = {}
+        self._current_sdp: dict[str, bytes] = {}
+        """Our SDP now in force on each leg (offer or answer), for a re-INVITE without one."""
+        self._version = 0
 
     @property
     def leg_ids(self) -> tuple[str, str]:
@@ -85,6 +89,7 @@ class CallMedia:
         except MediaEngineError:
             raise MediaRefused(503, "No media resources") from None
         self._legs.add(self.caller_leg)
+        self._local[self.caller_leg] = local
         try:
             answer, audio = answer_offer(offer, local.address, local.port)
         except OfferRejected as err:
@@ -94,6 +99,7 @@ class CallMedia:
         self.engine.set_remote(self.caller_leg, audio)
         self.caller_audio = audio
         self.caller_answer = answer.serialise()
+        self._current_sdp[self.caller_leg] = self.caller_answer
 
     def start_ivr(self, flow: IvrFlow, language: str, now: float) -> RouteCall | None:
         self.ivr = IvrSession(FlowRunner(flow), self.engine, self.context.catalogue,
@@ -121,11 +127,39 @@ class CallMedia:
         self.release_centre()
         local = self.engine.allocate(self.centre_leg)
         self._legs.add(self.centre_leg)
+        self._local[self.centre_leg] = local
         first = self.caller_audio.codec
         other = PCMU if first.same_format(PCMA) else PCMA
         # The caller's codec first: normally nothing is transcoded.
         self.centre_offer = make_offer(local.address, local.port, codecs=(first, other))
-        return self.centre_offer.serialise()
+        self._current_sdp[self.centre_leg] = self.centre_offer.serialise()
+        return self._current_sdp[self.centre_leg]
+
+    # -- re-INVITE / UPDATE inside a dialog: answered here, the media stays anchored ------------
+
+    def current_sdp(self, leg_id: str) -> bytes:
+        return self._current_sdp.get(leg_id, b"")
+
+    def answer_reoffer(self, leg_id: str, body: bytes) -> bytes:
+        """A new offer on one leg (hold, codec change, new address): our answer, same port.
+
+        It never reaches the other leg: the engine re-links the relay (RFC 3264 §8); raise
+        MediaRefused (488/400) when the offer is unacceptable, leaving the old media as is."""
+        local = self._local.get(leg_id)
+        if local is None or leg_id not in self._legs:
+            raise MediaRefused(488, "No media on this leg")
+        try:
+            answer, audio = answer_offer(SessionDescription.parse(body), local.address,
+                                         local.port)
+        except OfferRejected as err:
+            raise MediaRefused(err.status, err.reason) from None
+        except SdpError as err:
+            raise MediaRefused(400, f"Bad SDP: {err}") from None
+        self._version += 1
+        answer.session_version = self._version  # RFC 3264 §8: a changed SDP, a new version
+        self.engine.set_remote(leg_id, audio)
+        self._current_sdp[leg_id] = answer.serialise()
+        return self._current_sdp[leg_id]
 
     def centre_sdp(self, body: bytes) -> bool:
         """The centre's answer (in a 18x or the 2xx); False when it is unusable."""

@@ -347,3 +347,44 @@ def test_menu_digit_1_transfers_to_the_amk_of_the_same_municipality(
     invite = centre_invite(h, AMK_OSLO)  # 0301's AMK, not its legevakt
     assert invite.headers.get("X-Kommunenummer") == "0301"
     assert h.take() == []
+
+
+def answered_media_call(h: Harness, engine: FakeEngine, n: int) -> tuple[Response, Response]:
+    """A 113 call answered and ACKed; the caller's 183 and 200."""
+    h.feed(caller_invite(n))
+    invite = centre_invite(h, AMK_OSLO)
+    progress = response(h, 183)
+    h.take()
+    h.feed(response_to(invite, 200, body=SDP_ANSWER), source=AMK_OSLO)
+    ok = response(h, 200)
+    h.take()
+    h.feed(in_dialog_request("ACK", ok, n, 1))
+    return progress, ok
+
+
+def test_caller_reinvite_is_answered_by_the_router_and_not_relayed(
+        snapshot: RoutingSnapshot) -> None:
+    engine = FakeEngine()
+    h = media_harness(snapshot, engine)
+    progress, ok = answered_media_call(h, engine, 13)
+    leg = caller_leg(engine)
+    moved = SDP_OFFER.replace(b"m=audio 40000", b"m=audio 40100") + b"a=sendonly\r\n"
+    h.feed(in_dialog_request("INVITE", ok, 13, 2, body=moved))
+    reanswer = response(h, 200)
+    assert h.take() == []  # the centre hears nothing of it: its media peer is the router
+    assert audio_port(reanswer.body) == audio_port(progress.body)  # same anchored port
+    assert b"a=recvonly" in reanswer.body  # the answer to sendonly (RFC 3264 §6.1)
+    new_o = SessionDescription.parse(reanswer.body).session_version
+    assert new_o > SessionDescription.parse(progress.body).session_version
+    assert engine.remotes[leg].remote_port == 40100
+    assert engine.kinds("release") == []
+
+    h.feed(in_dialog_request("INVITE", ok, 13, 3))  # no SDP: our current SDP is the offer
+    assert response(h, 200).body == reanswer.body
+
+    g729_only = SDP_OFFER.replace(b"RTP/AVP 8 0 101", b"RTP/AVP 18").replace(
+        b"a=rtpmap:8 PCMA/8000", b"a=rtpmap:18 G729/8000")
+    h.feed(in_dialog_request("INVITE", ok, 13, 4, body=g729_only))
+    response(h, 488)
+    assert engine.remotes[leg].remote_port == 40100  # the call goes on as it was
+    assert h.take() == []
