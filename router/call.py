@@ -158,6 +158,7 @@ class Call:
         try:
             media.answer_caller(self.invite.body)
         except MediaRefused as err:
+            self.host.counters[f"rejected:media_{err.status}"] += 1
             self._fail_caller(err.status, err.reason, TerminatedReason.ERROR, now)
             return
         flow = context.ivr.flow_for(self.service.value, centre.centre_id)

@@ -279,6 +279,7 @@ def test_no_common_codec_is_rejected_488_before_routing(snapshot: RoutingSnapsho
     assert h.take() == []  # no centre leg, no prompt
     assert engine.kinds("play") == [] and engine.legs == {}
     assert h.records[0].final_status == 488
+    assert h.b2bua.counters["rejected:media_488"] == 1
 
 
 def test_no_free_rtp_port_is_503_and_nothing_is_rung(snapshot: RoutingSnapshot) -> None:
@@ -388,3 +389,14 @@ def test_caller_reinvite_is_answered_by_the_router_and_not_relayed(
     response(h, 488)
     assert engine.remotes[leg].remote_port == 40100  # the call goes on as it was
     assert h.take() == []
+
+
+def test_late_offer_invite_is_not_anchored_and_relays_as_before(
+        snapshot: RoutingSnapshot) -> None:
+    engine = FakeEngine()
+    h = media_harness(snapshot, engine)
+    h.feed(caller_invite(14, body=b""))
+    response(h, 100)
+    invite = centre_invite(h, AMK_OSLO)
+    assert invite.body == b""  # the offer will come in the centre's 200, the answer in the ACK
+    assert h.take() == [] and engine.calls == []

@@ -15,6 +15,7 @@ from collections.abc import AsyncIterator
 import pytest
 
 from ivr.config import IvrFlow, IvrSettings, MediaSettings, PlayStep
+from ivr.engine import AsyncioMediaEngine
 from ivr.rtp import RtpPacket
 from router.app import RunningRouter, start_router
 from router.config import NodruteSettings, SipSettings
@@ -124,6 +125,15 @@ def caller_ack(ok: Response, router_port: int, sip_port: int) -> bytes:
     ).encode()
 
 
+def caller_bye(ok: Response, router_port: int, sip_port: int) -> bytes:
+    return (
+        f"BYE sip:nodrute@127.0.0.1:{router_port} SIP/2.0\r\n"
+        f"Via: SIP/2.0/UDP 127.0.0.1:{sip_port};branch=z9hG4bKmedia1bye;rport\r\n"
+        f"Max-Forwards: 70\r\nFrom: {ok.headers.get('From')}\r\nTo: {ok.headers.get('To')}\r\n"
+        f"Call-ID: {ok.headers.get('Call-ID')}\r\nCSeq: 2 BYE\r\nContent-Length: 0\r\n\r\n"
+    ).encode()
+
+
 def audio_address(body: bytes) -> tuple[str, int]:
     description = SessionDescription.parse(body)
     [m] = description.media
@@ -184,6 +194,16 @@ async def test_caller_hears_paced_announcement_then_talks_to_the_centre(
         # the caller's stream goes on under the SSRC it already knew (one stream, no gap)
         assert heard_by_caller.ssrc == packets[0].ssrc
         assert heard_by_centre.payload_type == 8
+
+        # the caller hangs up: the centre gets the BYE and both RTP legs are freed
+        caller_sip.send(caller_bye(ok, router.port, caller_sip.port), router_sip)
+        await recv_sip(caller_sip, 200)
+        bye, bye_source = await recv_sip(centre_sip, "BYE")
+        assert isinstance(bye, Request)
+        centre_sip.send(centre_response(bye, 200), bye_source)
+        engine = router.media_engine
+        assert isinstance(engine, AsyncioMediaEngine)
+        assert engine.leg_count == 0
     finally:
         for udp in (caller_sip, caller_rtp, centre_sip, centre_rtp):
             udp.close()
