@@ -310,7 +310,11 @@ class Call:
             media = self.media
             if media.centre_sdp(response.body) and media.ivr is None:
                 media.bridge()  # no IVR on this call: the caller hears the centre's early media
-            _with_body(out, media.caller_answer)
+            if media.ivr is not None or media.bridged:
+                _with_body(out, media.caller_answer)
+            else:  # nothing to hear yet: a bare 180 lets the caller's phone ring back locally
+                out.body = b""
+                out.headers.remove("Content-Type")
         self.host.layer.send_response(self.in_tx, out, now)
 
     def _on_centre_answer(self, response: Response, now: float) -> None:

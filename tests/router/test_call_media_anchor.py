@@ -400,3 +400,26 @@ def test_late_offer_invite_is_not_anchored_and_relays_as_before(
     invite = centre_invite(h, AMK_OSLO)
     assert invite.body == b""  # the offer will come in the centre's 200, the answer in the ACK
     assert h.take() == [] and engine.calls == []
+
+
+def test_without_a_flow_ringing_stays_local_until_the_centre_sends_early_media(
+        snapshot: RoutingSnapshot) -> None:
+    engine = FakeEngine()
+    h = media_harness(snapshot, engine)
+    assert h.b2bua.media is not None
+    h.b2bua.media = MediaContext(engine, h.b2bua.media.catalogue, IvrSettings(services={}))
+    h.feed(caller_invite(15))
+    invite = centre_invite(h, AMK_OSLO)
+    response(h, 100)
+    assert h.take() == []  # no flow: no 183 of our own
+    h.feed(response_to(invite, 180), source=AMK_OSLO)
+    assert response(h, 180).body == b""  # the caller's phone plays ringback itself
+    assert engine.kinds("bridge") == []
+    h.feed(response_to(invite, 183, body=SDP_ANSWER), source=AMK_OSLO)
+    early = response(h, 183)
+    assert SessionDescription.parse(early.body).connection == MEDIA_ADDRESS
+    leg = caller_leg(engine)
+    assert engine.kinds("bridge") == [("bridge", leg, leg.replace(":caller", ":centre"))]
+    h.feed(response_to(invite, 200, body=SDP_ANSWER), source=AMK_OSLO)
+    assert response(h, 200).body == early.body
+    assert len(engine.kinds("bridge")) == 1
