@@ -339,17 +339,29 @@ def _check_references(
                 )
                 errors.append(TableIssue(MUNICIPALITIES_FILE, line, column, message))
             continue
-        centre = centres.get(centre_id)
-        if centre is None:
-            hint = _close_ids(centre_id, centres, service)
-            message = f"unknown centre {centre_id!r} (not a centre_id in {CENTRES_FILE}){hint}"
-            errors.append(TableIssue(MUNICIPALITIES_FILE, line, column, message))
-        elif centre.service is not service:
-            message = (
-                f"{centre_id!r} answers {centre.service.value}; {column} needs a centre "
-                f"answering {service.value}"
-            )
-            errors.append(TableIssue(MUNICIPALITIES_FILE, line, column, message))
+        issue = _centre_reference_issue(
+            centre_id, service, centres, MUNICIPALITIES_FILE, line, column)
+        if issue is not None:
+            errors.append(issue)
+
+
+def _centre_reference_issue(
+    centre_id: str, service: Service, centres: Mapping[str, Centre], file: str, line: int,
+    column: str,
+) -> TableIssue | None:
+    """The error for a row naming ``centre_id`` for ``service``: unknown id or wrong service."""
+    centre = centres.get(centre_id)
+    if centre is None:
+        hint = _close_ids(centre_id, centres, service)
+        message = f"unknown centre {centre_id!r} (not a centre_id in {CENTRES_FILE}){hint}"
+        return TableIssue(file, line, column, message)
+    if centre.service is not service:
+        message = (
+            f"{centre_id!r} answers {centre.service.value}; {column} needs a centre "
+            f"answering {service.value}"
+        )
+        return TableIssue(file, line, column, message)
+    return None
 
 
 def _check_unused(
@@ -405,17 +417,10 @@ def _check_old_codes(
             centre_id = row.centre_id(service)
             if centre_id is None:
                 continue
-            centre = centres.get(centre_id)
-            if centre is None:
-                hint = _close_ids(centre_id, centres, service)
-                message = f"unknown centre {centre_id!r} (not a centre_id in {CENTRES_FILE}){hint}"
-                errors.append(TableIssue(OLD_CODES_FILE, line, column, message))
-            elif centre.service is not service:
-                message = (
-                    f"{centre_id!r} answers {centre.service.value}; {column} needs a centre "
-                    f"answering {service.value}"
-                )
-                errors.append(TableIssue(OLD_CODES_FILE, line, column, message))
+            issue = _centre_reference_issue(
+                centre_id, service, centres, OLD_CODES_FILE, line, column)
+            if issue is not None:
+                errors.append(issue)
 
 
 def _check_notes(table: LoadedTable, warnings: list[TableIssue]) -> None:
