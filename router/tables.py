@@ -108,6 +108,8 @@ class TableManager:
     """Follows the activations in the store and keeps the holder's snapshot in force."""
 
     CACHE_SIZE = 4
+    RETRY_FIRST_S = 0.5
+    """After a failed refresh, retry after this long, doubling up to the poll interval."""
 
     def __init__(
         self,
@@ -201,12 +203,20 @@ class TableManager:
 
     async def run(self) -> None:
         """Poll the store forever (cancel to stop)."""
+        retry_s = self.RETRY_FIRST_S
+        wait_s = self.poll_interval_s
         try:
             while True:
                 with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(self._wake.wait(), self.poll_interval_s)
+                    await asyncio.wait_for(self._wake.wait(), wait_s)
                 self._wake.clear()
-                await self.refresh()
+                if await self.refresh():
+                    retry_s, wait_s = self.RETRY_FIRST_S, self.poll_interval_s
+                else:
+                    # A notice whose refresh failed (database busy or away) must not wait a
+                    # whole poll interval: a scheduled switch could be missed by that much.
+                    wait_s = min(retry_s, self.poll_interval_s)
+                    retry_s = min(retry_s * 2, self.poll_interval_s)
         finally:
             self._disarm()
 

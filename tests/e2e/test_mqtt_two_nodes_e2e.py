@@ -167,7 +167,7 @@ async def test_activate_on_one_node_switches_both(broker: int, tmp_path: Path) -
                     seen[node] = time.time() - instant.timestamp()
             time.sleep(0.01)
         print(f"scheduled switch seen on /metrics: {seen} s from the instant")
-        assert set(seen) == {"a", "b"}, seen
+        assert set(seen) == {"a", "b"}, f"{seen}\n{a.failure_report()}\n{b.failure_report()}"
         assert all(-0.01 <= offset <= 1.0 for offset in seen.values()), seen
     # Both stopped cleanly: each said so on its status topic.
     status = await node_status(broker, 2)

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import dataclasses
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -237,6 +239,39 @@ async def test_database_outage_keeps_the_last_table_and_counts(
     assert holder.snapshot is tables[2]
     assert failures(metrics) == 2
     await manager.close()
+
+
+async def test_a_failed_refresh_is_retried_soon_not_after_a_whole_poll_interval(
+    tables: dict[int, RoutingSnapshot], monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    store = store_with(tables, (1, T0 - timedelta(days=1)))
+    clock = FakeClock()
+    manager = manager_for(store, tables, clock)
+    manager.poll_interval_s = 3600.0  # only the retry can pick the activation up
+    monkeypatch.setattr(TableManager, "RETRY_FIRST_S", 0.01)
+    holder = Holder(await manager.start(default_table_dir()))
+    manager.attach(holder)
+    runner = asyncio.create_task(manager.run())
+    try:
+        await store.activate(2, actor="ops", now=clock.now)
+        store.down = True
+        manager.notify()  # the notice arrives while the database is busy
+        for _ in range(100):
+            await asyncio.sleep(0.005)
+            if manager.failures >= 2:
+                break
+        assert manager.failures >= 2 and holder.snapshot is tables[1]
+        store.down = False
+        for _ in range(200):
+            await asyncio.sleep(0.005)
+            if holder.snapshot is tables[2]:
+                break
+        assert holder.snapshot is tables[2]
+    finally:
+        runner.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await runner
+        await manager.close()
 
 
 async def test_database_unreachable_at_start_routes_from_disk_then_follows_it(
