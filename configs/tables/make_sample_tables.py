@@ -39,12 +39,14 @@ DEFAULT_DATA_DIR = REPO_ROOT.parent / "shared" / "data"
 TABLE_DIR = REPO_ROOT / "configs" / "tables" / "sample-2024"
 PACKAGE_DATA_DIR = REPO_ROOT / "municipality_map" / "data"
 
-# Reference files the product needs at run time (validation and the old-code crosswalk).
+# Reference files the product needs at run time (validation, the old-code crosswalk and the
+# municipality boundaries for point -> municipality, municipality_map/geo.py).
 PACKAGE_DATA_FILES = (
     "kommuner_2024.csv",
     "kommuner_2020.csv",
     "kommune_crosswalk_2017_2023_to_2024.csv",
     "kommune_special_codes.csv",
+    "kommuner_2024_S.geojson",
 )
 
 # Codes used by Bring/Kartverket for places outside SSB's municipality list. 9999 ("unknown")
@@ -330,6 +332,9 @@ records; the special codes 2100 and 2211 are those used in Bring's postnummerreg
 | file | sha256 |
 |---|---|
 {checksums}
+- `kommuner_2024_S.geojson`: simplified boundaries of the 357 municipalities of 2024 (WGS 84
+  lon/lat, clipped to the coastline, no Svalbard or Jan Mayen), for point -> municipality
+  (`municipality_map/geo.py`).
 """
 
 
@@ -337,6 +342,7 @@ def main(argv: list[str] | None = None) -> None:
     """Command-line entry point."""
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument(
+Municipality boundaries (`kommuner_2024_S.geojson`): © Kartverket, CC BY 4.0, simplified.
         "data_dir",
         nargs="?",
         type=Path,
