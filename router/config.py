@@ -19,6 +19,7 @@ from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, Settings
 from ivr.config import IvrSettings, MediaSettings
 from municipality_map import Service, default_table_dir
 
+from .health import HealthSettings
 from .resolve import LocationSource
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
@@ -162,6 +163,8 @@ class NodruteSettings(BaseSettings):
     media: MediaSettings = MediaSettings()
     """``[media] enabled = true``: anchored RTP and the IVR (off by default: SDP relayed)."""
     ivr: IvrSettings = IvrSettings()
+    health: HealthSettings = HealthSettings()
+    """``[health]``: OPTIONS probes of every centre URI, hysteresis, override polling."""
 
     @model_validator(mode="after")
     def _trunk_names_unique(self) -> NodruteSettings:
