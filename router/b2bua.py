@@ -30,7 +30,7 @@ from sip.events import (
     TransportFailed,
 )
 from sip.headers import parse_name_addr_shared
-from sip.ids import new_tag
+from sip.ids import new_branch, new_call_id, new_tag
 from sip.message import Request, make_response
 from sip.parser import check_max_forwards, check_require, validate_request
 from sip.transaction import TransactionLayer
@@ -39,6 +39,7 @@ from . import legs
 from .call import Call, CallState, Leg
 from .call_record import CallRecord
 from .config import NodruteSettings, TrunkSettings
+from .health import HealthMonitor, ProbeOutcome, build_options
 from .media import MediaContext
 from .resolve import dialled_service
 
@@ -88,6 +89,10 @@ class B2bua:
         self.active_calls = 0
         self.counters: Counter[str] = Counter()
         """Plain counts for tests and the (later) metrics endpoint: outcome, defaults, rejects."""
+        self.health = HealthMonitor(settings.health)
+        """Centre URI up/down (OPTIONS probes, live failures, overrides): the hunt asks
+        ``health.is_up(uri)`` and reports ``health.mark_failed(uri, reason, now)``."""
+        self._health_snapshot: RoutingSnapshot | None = None
 
     # ----------------------------------------------------------------- what calls ask of us
 
@@ -169,7 +174,9 @@ class B2bua:
             self._answer_after_fault(event, now)
 
     def _dispatch(self, event: object, now: float) -> None:
-        if isinstance(event, ResponseReceived):
+        if isinstance(event, _CLIENT_EVENTS) and self.health.owns(event.tx):
+            self._on_probe_event(event, now)
+        elif isinstance(event, ResponseReceived):
             call = self._client_tx_call(event.tx, final=event.response.status >= 200)
             if call is not None:
                 call.on_response(event.tx, event.response, event.retransmission, now)
@@ -301,9 +308,14 @@ class B2bua:
         heap = self._deadlines
         while heap and heap[0][2].deadline != heap[0][0]:
             heapq.heappop(heap)  # lazily drop deadlines a call has since cleared or moved
+        probe_due = self.health.next_deadline()
+        if probe_due is not None and (not heap or probe_due < heap[0][0]):
+            return probe_due
         return heap[0][0] if heap else None
 
     def handle_timers(self, now: float) -> None:
+        if self.health.started:
+            self._run_health(now)
         heap = self._deadlines
         while heap and heap[0][0] <= now:
             deadline, _, call = heapq.heappop(heap)
@@ -313,6 +325,46 @@ class B2bua:
                 except Exception:
                     log.exception("fault in call timer")
                     self.counters["internal_errors"] += 1
+
+    # ----------------------------------------------------------------- centre health probes
+
+    def start_health(self, now: float) -> None:
+        """Begin probing the centres of the table in force (the node calls this once, serving)."""
+        self._health_snapshot = self.snapshot
+        self.health.start(self.snapshot.centres.values(), now)
+
+    def _run_health(self, now: float) -> None:
+        health = self.health
+        if self.snapshot is not self._health_snapshot:  # a table switch: state survives it
+            self._health_snapshot = self.snapshot
+            health.set_destinations(self.snapshot.centres.values(), now)
+        for uri in health.due_probes(now):
+            try:
+                self._send_probe(uri, now)
+            except (SipParseError, ValueError) as err:
+                health.probe_not_sent(uri, str(err), now)
+
+    def _send_probe(self, uri: str, now: float) -> None:
+        host, port, transport = legs.uri_destination(uri)
+        probe = build_options(
+            uri, via=self.via(transport, new_branch()), from_host=self.via_host,
+            call_id=new_call_id(self.via_host), from_tag=new_tag(),
+            max_forwards=self.settings.sip.max_forwards, user_agent=self.settings.sip.user_agent,
+        )  # fmt: skip
+        self.health.probe_sent(uri, self.layer.send_request(probe, (host, port), transport, now),
+                               now)
+
+    def _on_probe_event(self, event: ResponseReceived | TransactionTimedOut | TransportFailed,
+                        now: float) -> None:
+        if isinstance(event, ResponseReceived):
+            self.health.on_response(event.tx, event.response.status, now)
+        elif isinstance(event, TransportFailed):
+            self.health.on_failure(event.tx, ProbeOutcome.TRANSPORT_ERROR, now)
+        else:
+            self.health.on_failure(event.tx, ProbeOutcome.TIMEOUT, now)
+
+
+_CLIENT_EVENTS = (ResponseReceived, TransactionTimedOut, TransportFailed)
 
 
 def _to_tag(request: Request) -> str | None:
