@@ -8,8 +8,10 @@ The HTTP endpoint is prometheus_client's own server on a daemon thread, off the 
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import threading
+import time
 from collections.abc import Callable
 from datetime import datetime
 from wsgiref.simple_server import WSGIServer
@@ -17,6 +19,7 @@ from wsgiref.simple_server import WSGIServer
 from prometheus_client import CollectorRegistry, Counter, Gauge, start_http_server
 
 from .call_record import CallRecord
+from .health import Availability, ProbeOutcome
 
 log = logging.getLogger("nodrute.metrics")
 
@@ -49,6 +52,31 @@ class NodeMetrics:
             "nodrute_calls", "Calls ended, by service and outcome.", ["service", "outcome"],
             registry=r,
         )  # fmt: skip
+        # Centre health (router/health.py): one series per centre URI of the table (~120).
+        self.destination_up = Gauge(
+            "nodrute_destination_up",
+            "1 if new calls may go to this centre URI (probes up or not yet known, no drain or "
+            "forced-down override), else 0.", ["centre", "uri"], registry=r,
+        )  # fmt: skip
+        self.destination_reachable = Gauge(
+            "nodrute_destination_reachable",
+            "What the OPTIONS probes say, overrides aside: 1 up or unknown, 0 down.",
+            ["centre", "uri"], registry=r,
+        )  # fmt: skip
+        self.destination_since = Gauge(
+            "nodrute_destination_state_since_timestamp_seconds",
+            "Wall-clock time the destination's effective state last changed (Unix seconds).",
+            ["centre", "uri", "state"], registry=r,
+        )  # fmt: skip
+        self.probe_latency = Gauge(
+            "nodrute_destination_probe_latency_seconds",
+            "Round-trip time of the last answered OPTIONS probe.", ["centre", "uri"], registry=r,
+        )  # fmt: skip
+        self.probes = Counter(
+            "nodrute_destination_probes",
+            "OPTIONS probes (and live call failures) by centre and outcome.",
+            ["centre", "outcome"], registry=r,
+        )  # fmt: skip
         self._server: WSGIServer | None = None
         self._thread: threading.Thread | None = None
 
@@ -70,6 +98,37 @@ class NodeMetrics:
     def call_ended(self, record: CallRecord) -> None:
         """The B2BUA's ``on_call_ended`` hook."""
         self.calls.labels(service=record.service, outcome=record.outcome.value).inc()
+
+    # ------------------------------------------------------------------ centre health
+
+    def destination_changed(
+        self, centre: str, uri: str, availability: Availability, reachable: bool
+    ) -> None:
+        """:class:`router.health.HealthObserver`: a URI's effective state changed."""
+        self.destination_up.labels(centre=centre, uri=uri).set(1 if availability.usable else 0)
+        self.destination_reachable.labels(centre=centre, uri=uri).set(1 if reachable else 0)
+        self._clear_since(centre, uri)
+        self.destination_since.labels(centre=centre, uri=uri, state=availability.value).set(
+            time.time())
+
+    def destination_removed(self, centre: str, uri: str) -> None:
+        """The URI left the routing table: drop its series."""
+        for gauge in (self.destination_up, self.destination_reachable, self.probe_latency):
+            with contextlib.suppress(KeyError):
+                gauge.remove(centre, uri)
+        self._clear_since(centre, uri)
+
+    def probe_finished(
+        self, centre: str, uri: str, outcome: ProbeOutcome, latency_s: float | None
+    ) -> None:
+        self.probes.labels(centre=centre, outcome=outcome.value).inc()
+        if latency_s is not None:
+            self.probe_latency.labels(centre=centre, uri=uri).set(latency_s)
+
+    def _clear_since(self, centre: str, uri: str) -> None:
+        for state in Availability:
+            with contextlib.suppress(KeyError):
+                self.destination_since.remove(centre, uri, state.value)
 
     # ------------------------------------------------------------------ serving
 
