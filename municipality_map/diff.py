@@ -1,16 +1,17 @@
 """What changes between two routing tables, for the person about to put one in force.
 
 For each service: which municipalities get a different centre (or gain/lose one), which
-centres are added or removed, and which keep their id but change URIs or backup. Old numbers
-(2017-2023) are left out: they follow their successors, except for ``old_codes.csv`` rows,
-which are compared too.
+centres are added or removed, which keep their id but change URIs or backup, whether the
+national overflow centre changes, and whose backup chain (the backups a call is offered to, in
+order) changes as a result. Old numbers (2017-2023) are left out: they follow their successors,
+except for ``old_codes.csv`` rows, which are compared too.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 
-from municipality_map.model import Centre, Service
+from municipality_map.model import Centre, DestinationPlan, DestinationRole, Service
 from municipality_map.snapshot import RoutingSnapshot
 
 
@@ -48,6 +49,18 @@ class CentreEdit:
 
 
 @dataclass(frozen=True, slots=True)
+class ChainChange:
+    """A centre kept in both tables whose backup chain changes (its own backup, or one further
+    down the chain)."""
+
+    centre_id: str
+    old: tuple[str, ...]
+    """Backup centres in plan order before (the centre itself and the overflow left out)."""
+    new: tuple[str, ...]
+    """Backup centres in plan order after."""
+
+
+@dataclass(frozen=True, slots=True)
 class ServiceDiff:
     """The changes for one service."""
 
@@ -58,11 +71,27 @@ class ServiceDiff:
     added: tuple[Centre, ...]
     removed: tuple[Centre, ...]
     changed: tuple[CentreEdit, ...]
+    overflow_before: str | None = None
+    """The service's overflow centre (``[overflow]`` in version.toml) before, or None."""
+    overflow_after: str | None = None
+    """The service's overflow centre after, or None."""
+    chains: tuple[ChainChange, ...] = ()
+    """Centres in both tables whose backup chain changes."""
+
+    @property
+    def overflow_changed(self) -> bool:
+        return self.overflow_before != self.overflow_after
 
     @property
     def empty(self) -> bool:
         return not (
-            self.municipalities or self.old_codes or self.added or self.removed or self.changed
+            self.municipalities
+            or self.old_codes
+            or self.added
+            or self.removed
+            or self.changed
+            or self.overflow_changed
+            or self.chains
         )
 
 
@@ -108,6 +137,14 @@ class TableDiff:
                 lines.append(f"  - centre {centre.centre_id} ({centre.name})")
             for edit in part.changed:
                 lines.extend(_edit(edit))
+            if part.overflow_changed:
+                old = part.overflow_before or "(none)"
+                new = part.overflow_after or "(none)"
+                lines.append(f"  ~ overflow centre: {old} \u2192 {new}")
+            if part.chains:
+                n = len(part.chains)
+                lines.append(f"  {n} backup chain{'' if n == 1 else 's'} change:")
+                lines.extend(f"    {_chain(c)}" for c in part.chains)
         return "\n".join(lines)
 
 
@@ -116,6 +153,18 @@ def _change(change: CentreChange) -> str:
     new = change.new or "(none)"
     named = f"{change.kommunenummer} {change.name}" if change.name else change.kommunenummer
     return f"{named}: {old} \u2192 {new}"
+
+
+def _chain(change: ChainChange) -> str:
+    old = ", ".join(change.old) or "(none)"
+    new = ", ".join(change.new) or "(none)"
+    return f"{change.centre_id}: {old} \u2192 {new}"
+
+
+def _backups(plan: DestinationPlan | None) -> tuple[str, ...]:
+    if plan is None:
+        return ()
+    return tuple(dict.fromkeys(d.centre_id for d in plan if d.role is DestinationRole.BACKUP))
 
 
 def _edit(edit: CentreEdit) -> list[str]:
@@ -169,4 +218,19 @@ def _service_diff(old: RoutingSnapshot, new: RoutingSnapshot, service: Service) 
         for i in sorted(set(old_centres) & set(new_centres))
         if old_centres[i] != new_centres[i]
     )
-    return ServiceDiff(service, tuple(municipalities), tuple(old_codes), added, removed, changed)
+    chains = tuple(
+        ChainChange(i, before_c, after_c)
+        for i in sorted(set(old_centres) & set(new_centres))
+        if (before_c := _backups(old.plan_for(i))) != (after_c := _backups(new.plan_for(i)))
+    )
+    return ServiceDiff(
+        service,
+        tuple(municipalities),
+        tuple(old_codes),
+        added,
+        removed,
+        changed,
+        overflow_before=old.version.overflow_centre_id(service),
+        overflow_after=new.version.overflow_centre_id(service),
+        chains=chains,
+    )

@@ -111,6 +111,8 @@ class LoadedTable:
     issues: tuple[TableIssue, ...]
     old_codes: tuple[Located[OldCodeOverride], ...] = ()
     """Rows of the optional ``old_codes.csv`` (empty if the table has none)."""
+    overflow_lines: tuple[tuple[Service, int], ...] = ()
+    """Line of each ``[overflow]`` entry of ``version.toml``, for messages about it."""
 
 
 # --- CSV --------------------------------------------------------------------------------------
@@ -391,6 +393,7 @@ def parse_version(data: bytes, file: str, issues: list[TableIssue]) -> TableVers
         effective_at = _effective_at(doc["effective_at"])
     if isinstance(effective_at, str):
         issues.append(TableIssue(file, line_of("effective_at"), "effective_at", effective_at))
+    overflow = _parse_overflow(doc.get("overflow"), text, file, issues)
     if len(issues) != problems or isinstance(effective_at, str):
         return None
     return TableVersion(
@@ -399,7 +402,54 @@ def parse_version(data: bytes, file: str, issues: list[TableIssue]) -> TableVers
         author=texts["author"],
         comment=texts["comment"],
         municipality_list=texts["municipality_list"],
+        overflow=overflow,
     )
+
+
+def _overflow_key_line(text: str, key: str) -> int | None:
+    """Line of ``key = …`` in the ``[overflow]`` table of ``text`` (tomllib has no positions)."""
+    section = re.search(r"^[ \t]*\[[ \t]*overflow[ \t]*\][ \t]*(?:#.*)?$", text, re.MULTILINE)
+    if section is None:
+        return None
+    pattern = rf"^[ \t]*(?:{re.escape(key)}|\"{re.escape(key)}\"|'{re.escape(key)}')[ \t]*="
+    found = re.compile(pattern, re.MULTILINE).search(text, section.end())
+    return text.count("\n", 0, found.start()) + 1 if found else None
+
+
+def overflow_lines(data: bytes) -> tuple[tuple[Service, int], ...]:
+    """Line of each service's ``[overflow]`` entry in ``version.toml`` bytes, where found."""
+    text = data.decode("utf-8-sig", errors="replace")
+    lines = ((service, _overflow_key_line(text, service.value)) for service in Service)
+    return tuple((service, line) for service, line in lines if line is not None)
+
+
+def _parse_overflow(
+    value: object, text: str, file: str, issues: list[TableIssue]
+) -> tuple[tuple[Service, str], ...]:
+    """The optional ``[overflow]`` table: service number -> centre id, in Service order."""
+    if value is None:
+        return ()  # tables made before overflow centres existed: no overflow
+    if not isinstance(value, dict):
+        message = (
+            "must be a table of service = centre_id, like [overflow] then 113 = \"AMK-OSLO\" "
+            "on the next line"
+        )
+        issues.append(TableIssue(file, None, "overflow", message))
+        return ()
+    found: dict[Service, str] = {}
+    for key, centre_id in value.items():
+        service = _service(key)
+        line = _overflow_key_line(text, key)
+        if service is None:
+            accepted = " or ".join(f"{s.value} ({s.name})" for s in Service)
+            message = f"{key!r} is not a service; the keys are the dialled numbers, {accepted}"
+            issues.append(TableIssue(file, line, f"overflow.{key}", message))
+        elif not isinstance(centre_id, str) or not centre_id.strip():
+            message = "must be a centre_id from centres.csv, as a string"
+            issues.append(TableIssue(file, line, f"overflow.{key}", message))
+        else:
+            found[service] = centre_id.strip()
+    return tuple((service, found[service]) for service in Service if service in found)
 
 
 # --- the table ----------------------------------------------------------------------------------
@@ -435,8 +485,10 @@ def parse_table(
             found.append(TableIssue(name, None, None, "file missing from the table"))
 
     version: TableVersion | None = None
+    lines_of_overflow: tuple[tuple[Service, int], ...] = ()
     if VERSION_FILE in files:
         version = parse_version(files[VERSION_FILE], VERSION_FILE, found)
+        lines_of_overflow = overflow_lines(files[VERSION_FILE])
 
     municipalities: list[Located[MunicipalityRow]] = []
     if MUNICIPALITIES_FILE in files:
@@ -474,6 +526,7 @@ def parse_table(
         tuple(centres),
         tuple(found),
         tuple(old_codes),
+        lines_of_overflow,
     )
 
 

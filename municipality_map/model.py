@@ -1,4 +1,5 @@
-"""Value objects of the routing data: services, centres, table rows and lookup results.
+"""Value objects of the routing data: services, centres, table rows, lookup results and the
+destination plans derived from them.
 
 Everything here is a frozen, slotted dataclass: a loaded table and the answers it gives are
 shared between concurrent calls and must never change under them.
@@ -7,6 +8,7 @@ shared between concurrent calls and must never change under them.
 from __future__ import annotations
 
 import enum
+from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import datetime
 
@@ -93,6 +95,81 @@ class TableVersion:
     """What changed and why."""
     municipality_list: str
     """Label of the municipality list the table is checked against, e.g. ``2024``."""
+    overflow: tuple[tuple[Service, str], ...] = ()
+    """The ``[overflow]`` table: per service, the centre tried after a centre and all its
+    backups failed, in :class:`Service` order; empty for a table without one."""
+
+    def overflow_centre_id(self, service: Service) -> str | None:
+        """The national overflow centre named for ``service``, or None."""
+        for named, centre_id in self.overflow:
+            if named is service:
+                return centre_id
+        return None
+
+
+class DestinationRole(enum.StrEnum):
+    """Why a destination is in a plan."""
+
+    PRIMARY = "primary"
+    """A URI of the centre that serves the caller."""
+    BACKUP = "backup"
+    """A URI of a centre on the primary's backup chain (its backup, the backup's backup, …)."""
+    OVERFLOW = "overflow"
+    """A URI of the service's national overflow centre (``[overflow]`` in ``version.toml``)."""
+
+
+@dataclass(frozen=True, slots=True)
+class Destination:
+    """One URI to try for a call, and the centre it belongs to."""
+
+    centre_id: str
+    """The centre this URI reaches."""
+    uri: str
+    """The SIP/SIPS URI, exactly as written in ``centres.csv``."""
+    role: DestinationRole
+    """Primary centre, a centre on its backup chain, or the overflow centre."""
+    hop: int
+    """Position of the centre in the plan: 0 for the primary, 1 for its backup, 2 for the
+    backup's backup, …; the overflow centre comes after the last backup. All URIs of one centre
+    share the hop."""
+
+
+@dataclass(frozen=True, slots=True)
+class DestinationPlan:
+    """Where a call for a centre goes, in order: the centre's own URIs, then those of its backup,
+    the backup's backup and so on, then those of the service's overflow centre.
+
+    Built once per centre when the snapshot is built (see
+    :func:`municipality_map.plan.build_plans`) and shared by every call for that centre. No
+    centre appears twice and no URI appears twice. Iterating, ``len`` and indexing go over
+    :attr:`destinations`.
+    """
+
+    centre_id: str
+    """The primary centre, whose plan this is."""
+    service: Service
+    """The service every centre in the plan answers."""
+    destinations: tuple[Destination, ...]
+    """Every URI to try, in order; never empty for a valid table."""
+
+    def __iter__(self) -> Iterator[Destination]:
+        return iter(self.destinations)
+
+    def __len__(self) -> int:
+        return len(self.destinations)
+
+    def __getitem__(self, index: int) -> Destination:
+        return self.destinations[index]
+
+    @property
+    def centre_ids(self) -> tuple[str, ...]:
+        """The centres of the plan, each once, in the order they are tried."""
+        return tuple(dict.fromkeys(d.centre_id for d in self.destinations))
+
+    @property
+    def uris(self) -> tuple[str, ...]:
+        """The URIs of the plan, in the order they are tried."""
+        return tuple(d.uri for d in self.destinations)
 
 
 @dataclass(frozen=True, slots=True)
@@ -113,3 +190,6 @@ class RouteLookup:
     reference data prefer (pre-2020 Ålesund numbers), or the table's ``old_codes.csv`` row.
     A genuine split without such a choice (1507, 1613, 1850, 5012) gets no lookup at all and
     routes to the default centre."""
+    plan: DestinationPlan
+    """Where the call goes, in order: ``centre`` first, then its backups, then the service's
+    overflow centre. The same object for every lookup answered by ``centre``."""

@@ -2,7 +2,9 @@
 
 All the work happens when the snapshot is built: every number the router accepts (today's
 municipality numbers, the special codes 2100/2211 if the table has them, and every number valid
-2017-2023) is resolved up front to a ready-made :class:`RouteLookup`.
+2017-2023) is resolved up front to a ready-made :class:`RouteLookup`, and every centre's
+:class:`DestinationPlan` (its URIs, its backups', the service's overflow centre's) is built
+once and shared by every lookup answered by that centre.
 
 An old number whose area is now split between municipalities served by different centres
 (1507 Ålesund -> 1508 Ålesund + 1580 Haram) has no single right answer: unless the table's
@@ -25,23 +27,34 @@ from municipality_map.crosswalk import Crosswalk
 from municipality_map.loader import LoadedTable, TableError, TableIssue, read_table
 from municipality_map.model import (
     Centre,
+    DestinationPlan,
     MunicipalityRow,
     OldCodeOverride,
     RouteLookup,
     Service,
     TableVersion,
 )
+from municipality_map.plan import MAX_BACKUP_HOPS, build_plans
 from municipality_map.validate import validate_table
 
 
 class RoutingSnapshot:
     """An immutable routing table: municipality number + service -> centre."""
 
-    __slots__ = ("_centres", "_municipalities", "_old_codes", "_routes", "_version", "_warnings")
+    __slots__ = (
+        "_centres",
+        "_municipalities",
+        "_old_codes",
+        "_plans",
+        "_routes",
+        "_version",
+        "_warnings",
+    )
 
     _centres: Mapping[str, Centre]
     _municipalities: Mapping[str, MunicipalityRow]
     _old_codes: Mapping[str, OldCodeOverride]
+    _plans: Mapping[str, DestinationPlan]
     _routes: Mapping[tuple[Service, str], RouteLookup]
     _version: TableVersion
     _warnings: tuple[TableIssue, ...]
@@ -57,25 +70,30 @@ class RoutingSnapshot:
     ) -> None:
         """Build the lookup index. The rows must already be valid (see ``load_snapshot``).
 
-        Raises ValueError if a row names a centre that is missing or of the wrong service,
-        since that would route calls nowhere or to the wrong kind of centre.
+        Raises ValueError if a row, a backup or the overflow names a centre that is missing or
+        of the wrong service, since that would route calls nowhere or to the wrong kind of
+        centre.
         """
         by_id = {centre.centre_id: centre for centre in centres}
         rows = {row.kommunenummer: row for row in municipalities}
         overrides = {row.old_kommunenummer: row for row in old_codes}
+        _check_plan_references(by_id, version)
+        plans = build_plans(by_id, version.overflow, MAX_BACKUP_HOPS)
         routes: dict[tuple[Service, str], RouteLookup] = {}
         for service in Service:
-            direct = _direct_routes(rows.values(), by_id, service)
+            direct = _direct_routes(rows.values(), by_id, plans, service)
             routes.update(((service, code), lookup) for code, lookup in direct.items())
             for code, lookup in _old_code_routes(direct, crosswalk).items():
                 routes[(service, code)] = lookup
-            for code, lookup in _override_routes(overrides, direct, by_id, crosswalk, service):
+            overridden = _override_routes(overrides, direct, by_id, plans, crosswalk, service)
+            for code, lookup in overridden:
                 routes[(service, code)] = lookup
         # object.__setattr__: our own __setattr__ refuses every assignment.
         object.__setattr__(self, "_version", version)
         object.__setattr__(self, "_centres", MappingProxyType(by_id))
         object.__setattr__(self, "_municipalities", MappingProxyType(rows))
         object.__setattr__(self, "_old_codes", MappingProxyType(overrides))
+        object.__setattr__(self, "_plans", MappingProxyType(plans))
         object.__setattr__(self, "_routes", MappingProxyType(routes))
         object.__setattr__(self, "_warnings", tuple(warnings))
 
@@ -102,6 +120,23 @@ class RoutingSnapshot:
     def centre(self, centre_id: str) -> Centre | None:
         """The centre with ``centre_id``, or None."""
         return self._centres.get(centre_id)
+
+    def plan_for(self, centre_id: str) -> DestinationPlan | None:
+        """The destination plan of the centre ``centre_id`` (e.g. a default centre), or None.
+
+        The same object as ``lookup(…).plan`` of every lookup that centre answers.
+        """
+        return self._plans.get(centre_id)
+
+    def overflow_centre(self, service: Service) -> Centre | None:
+        """The national overflow centre of ``service`` (``[overflow]``), or None."""
+        centre_id = self._version.overflow_centre_id(service)
+        return None if centre_id is None else self._centres.get(centre_id)
+
+    @property
+    def plans(self) -> Mapping[str, DestinationPlan]:
+        """Every centre's destination plan by centre id (read-only)."""
+        return self._plans
 
     @property
     def centres(self) -> Mapping[str, Centre]:
@@ -134,8 +169,32 @@ class RoutingSnapshot:
         return self._warnings
 
 
+def _check_plan_references(centres: Mapping[str, Centre], version: TableVersion) -> None:
+    """ValueError if a backup or an overflow centre is unknown or answers another service."""
+    for centre in centres.values():
+        backup_id = centre.backup_centre_id
+        if backup_id is None:
+            continue
+        backup = centres.get(backup_id)
+        if backup is None or backup.service is not centre.service or backup is centre:
+            raise ValueError(
+                f"{centre.centre_id}: backup {backup_id!r} is not another "
+                f"{centre.service.value} centre in the table"
+            )
+    for service, centre_id in version.overflow:
+        overflow = centres.get(centre_id)
+        if overflow is None or overflow.service is not service:
+            raise ValueError(
+                f"overflow {service.value}: {centre_id!r} is not a {service.value} centre "
+                "in the table"
+            )
+
+
 def _direct_routes(
-    rows: Iterable[MunicipalityRow], centres: Mapping[str, Centre], service: Service
+    rows: Iterable[MunicipalityRow],
+    centres: Mapping[str, Centre],
+    plans: Mapping[str, DestinationPlan],
+    service: Service,
 ) -> dict[str, RouteLookup]:
     """Lookups for the numbers the table names itself."""
     routes: dict[str, RouteLookup] = {}
@@ -154,6 +213,7 @@ def _direct_routes(
             requested=row.kommunenummer,
             via_crosswalk=False,
             ambiguous=False,
+            plan=plans[centre_id],
         )
     return routes
 
@@ -187,6 +247,7 @@ def _old_code_routes(
             requested=entry.old_code,
             via_crosswalk=True,
             ambiguous=not unanimous,
+            plan=preferred.plan,
         )
     return routes
 
@@ -195,6 +256,7 @@ def _override_routes(
     overrides: Mapping[str, OldCodeOverride],
     direct: Mapping[str, RouteLookup],
     centres: Mapping[str, Centre],
+    plans: Mapping[str, DestinationPlan],
     crosswalk: Crosswalk,
     service: Service,
 ) -> Iterable[tuple[str, RouteLookup]]:
@@ -218,6 +280,7 @@ def _override_routes(
             requested=code,
             via_crosswalk=True,
             ambiguous=split,
+            plan=plans[centre_id],
         )
 
 

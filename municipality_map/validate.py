@@ -26,6 +26,7 @@ from municipality_map.loader import (
     TableIssue,
 )
 from municipality_map.model import Centre, MunicipalityRow, OldCodeOverride, Service
+from municipality_map.plan import MAX_BACKUP_HOPS, backup_chain, build_plans
 from municipality_map.reference import (
     KNOWN_LISTS,
     UNKNOWN_KOMMUNENUMMER,
@@ -157,6 +158,8 @@ def validate_table(
             )
             errors.append(TableIssue(MUNICIPALITIES_FILE, None, "kommunenummer", message))
     _check_old_codes(table.old_codes, centres, errors, warnings)
+    overflow = _check_overflow(table, centres, errors)
+    _check_plans(centres, overflow, warnings)
     _check_unused(table, centres, warnings)
     _check_notes(table, warnings)
     if previous is not None:
@@ -346,7 +349,7 @@ def _check_references(
 
 
 def _centre_reference_issue(
-    centre_id: str, service: Service, centres: Mapping[str, Centre], file: str, line: int,
+    centre_id: str, service: Service, centres: Mapping[str, Centre], file: str, line: int | None,
     column: str,
 ) -> TableIssue | None:
     """The error for a row naming ``centre_id`` for ``service``: unknown id or wrong service."""
@@ -374,10 +377,59 @@ def _check_unused(
         if (centre_id := located.item.centre_id(service)) is not None
     }
     used |= {c.backup_centre_id for c in centres.values() if c.backup_centre_id is not None}
+    if table.version is not None:
+        used |= {centre_id for _, centre_id in table.version.overflow}
     for centre_id in centres:
         if centre_id not in used:
-            message = f"{centre_id!r} serves no municipality and backs up no centre"
+            message = (
+                f"{centre_id!r} serves no municipality, backs up no centre and is no "
+                "overflow centre"
+            )
             warnings.append(TableIssue(CENTRES_FILE, None, "centre_id", message))
+
+
+def _check_overflow(
+    table: LoadedTable, centres: Mapping[str, Centre], errors: list[TableIssue]
+) -> dict[Service, str]:
+    """``[overflow]`` in version.toml names centres of the right service; return the usable
+    entries (none for a table without ``[overflow]``)."""
+    if table.version is None:
+        return {}
+    lines = dict(table.overflow_lines)
+    usable: dict[Service, str] = {}
+    for service, centre_id in table.version.overflow:
+        column = f"overflow.{service.value}"
+        issue = _centre_reference_issue(
+            centre_id, service, centres, VERSION_FILE, lines.get(service), column)
+        if issue is None:
+            usable[service] = centre_id
+        else:
+            errors.append(issue)
+    return usable
+
+
+def _check_plans(
+    centres: Mapping[str, Centre], overflow: Mapping[Service, str], warnings: list[TableIssue]
+) -> None:
+    """Warn about centres whose calls have nowhere else to go, and chains cut short."""
+    plans = build_plans(centres, overflow)
+    alone = sorted(cid for cid, plan in plans.items() if len(plan) == 1)
+    if alone:
+        message = (
+            f"{len(alone)} centre{'s have' if len(alone) > 1 else ' has'} a single destination "
+            "(one URI, no backup_centre_id, no other overflow centre in version.toml), so a "
+            f"call is lost if it does not answer: {', '.join(alone)}"
+        )
+        warnings.append(TableIssue(CENTRES_FILE, None, "backup_centre_id", message))
+    long_chains = sorted(
+        cid for cid in centres if backup_chain(cid, centres, MAX_BACKUP_HOPS).truncated
+    )
+    if long_chains:
+        message = (
+            f"backup chain longer than {MAX_BACKUP_HOPS} centres; calls try only the first "
+            f"{MAX_BACKUP_HOPS} backups (then the overflow centre) for: {', '.join(long_chains)}"
+        )
+        warnings.append(TableIssue(CENTRES_FILE, None, "backup_centre_id", message))
 
 
 def _check_old_codes(
