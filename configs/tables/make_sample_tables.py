@@ -62,6 +62,11 @@ SERVED_FROM = {"2100": "5501", "2211": "1804"}
 AMK_PORT_BASE = 5101
 LVS_PORT_BASE = 5201
 
+# The national overflow centre of each service ([overflow] in version.toml): offered a call
+# after its centre and every backup on the chain failed. The sample picks the centres serving
+# the capital, the largest of each service (also the router's default centres).
+OVERFLOW = {"113": "AMK-OSLO", "116117": "LVS-0301"}
+
 
 def read_csv(path: Path) -> list[dict[str, str]]:
     """Read a UTF-8 CSV file with a header row into dicts (BOM tolerated)."""
@@ -262,6 +267,10 @@ def build(data_dir: Path, table_dir: Path, package_data_dir: Path) -> None:
             [centre_id, lvs_name[centre_id], "116117", uri, lvs_backup.get(centre_id, "")]
         )
 
+    for service, centre_id in OVERFLOW.items():
+        if centre_id not in (amk_ids if service == "113" else lvs_ids):
+            sys.exit(f"overflow centre {centre_id} for {service} is not in the sample centres")
+
     table_dir.mkdir(parents=True, exist_ok=True)
     write_csv(
         table_dir / "municipalities.csv",
@@ -301,7 +310,11 @@ comment = \"\"\"SAMPLE demo data, not an authoritative routing table. Built from
 AMK and legevaktsentral coverage fixtures (legevaktsentral groupings are invented) with demo \
 SIP URIs on 127.0.0.1. A real deployment loads the operator's own affiliation files.\"\"\"
 municipality_list = "2024"
-"""
+
+# National overflow centre per service (SAMPLE choice): offered a call after its centre and
+# every backup on the chain failed. Keys are the dialled numbers.
+[overflow]
+""" + "".join(f'{service} = "{centre_id}"\n' for service, centre_id in OVERFLOW.items())
 
 NOTICE_MD = """\
 # Bundled reference data
@@ -319,6 +332,9 @@ send after a reform (the 2017-2023 crosswalk).
   divided; `preferred_target` picks one target where the data allow it (the pre-2020 parts of
   Ålesund, resolved through Bring's 2024 postcodes) and is empty for genuine splits.
 - `kommune_special_codes.csv`: 9999 unknown (SSB), 2100 Svalbard and 2211 Jan Mayen (Bring).
+- `kommuner_2024_S.geojson`: simplified boundaries of the 357 municipalities of 2024 (WGS 84
+  lon/lat, clipped to the coastline, no Svalbard or Jan Mayen), for point -> municipality
+  (`municipality_map/geo.py`).
 
 ## Attribution and licence
 
@@ -326,15 +342,13 @@ Municipality lists and changes: © Statistisk sentralbyrå (SSB) and © Kartverk
 Creative Commons Attribution 4.0 International (CC BY 4.0,
 https://creativecommons.org/licenses/by/4.0/). The crosswalk is derived from SSB's change
 records; the special codes 2100 and 2211 are those used in Bring's postnummerregister.
+Municipality boundaries (`kommuner_2024_S.geojson`): © Kartverket, CC BY 4.0, simplified.
 
 ## Checksums (SHA-256)
 
 | file | sha256 |
 |---|---|
 {checksums}
-- `kommuner_2024_S.geojson`: simplified boundaries of the 357 municipalities of 2024 (WGS 84
-  lon/lat, clipped to the coastline, no Svalbard or Jan Mayen), for point -> municipality
-  (`municipality_map/geo.py`).
 """
 
 
@@ -342,7 +356,6 @@ def main(argv: list[str] | None = None) -> None:
     """Command-line entry point."""
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument(
-Municipality boundaries (`kommuner_2024_S.geojson`): © Kartverket, CC BY 4.0, simplified.
         "data_dir",
         nargs="?",
         type=Path,
