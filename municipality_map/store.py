@@ -48,7 +48,12 @@ from municipality_map.snapshot import RoutingSnapshot, snapshot_from_table
 from municipality_map.validate import ValidationReport, validate_table
 
 ActivationKind = Literal["schedule", "activate", "rollback"]
-AuditAction = Literal["import", "schedule", "activate", "rollback", "cancel"]
+AuditAction = Literal[
+    "import", "schedule", "activate", "rollback", "cancel",
+    "centre_drain", "centre_down", "centre_up",
+]
+OverrideKind = Literal["drain", "down", "up"]
+"""An operator's word on a centre: ``up`` clears the override (probes decide again)."""
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 MIGRATIONS_DIR = Path(__file__).resolve().parent / "migrations"
@@ -129,6 +134,18 @@ class AuditEntry:
     """The version concerned, if any."""
     detail: str
     """Human-readable detail (activation id, instants, sha256, warnings)."""
+
+
+@dataclass(frozen=True)
+class StoredOverride:
+    """A centre's operator override in force (``nodrute centre drain|down``)."""
+
+    centre_id: str
+    state: Literal["drain", "down"]
+    reason: str
+    actor: str
+    since: datetime
+    """When it was set (UTC)."""
 
 
 # --- pure helpers ------------------------------------------------------------------------------
@@ -236,6 +253,15 @@ _audit = sa.Table(
     sa.Column("action", sa.String(16), nullable=False),
     sa.Column("version_id", sa.Integer, nullable=True),
     sa.Column("detail", sa.Text, nullable=False),
+)
+_overrides = sa.Table(
+    "centre_overrides",
+    _metadata,
+    sa.Column("centre_id", sa.String(100), primary_key=True),
+    sa.Column("state", sa.String(16), nullable=False),
+    sa.Column("reason", sa.Text, nullable=False),
+    sa.Column("actor", sa.String(200), nullable=False),
+    sa.Column("since", UtcDateTime, nullable=False),
 )
 
 
@@ -512,6 +538,36 @@ class TableStore:
             for r in reversed(rows)
         ]
 
+    # --- centre overrides (read by router/health_overrides.py on every node) -------------------
+
+    async def set_centre_override(
+        self, centre_id: str, state: OverrideKind, *, actor: str, reason: str, now: datetime
+    ) -> StoredOverride | None:
+        """Drain, force down, or (``up``) clear the override of ``centre_id``; audited.
+
+        Returns the override now in force, None after ``up``. Knows nothing of the table:
+        the caller checks that the centre exists.
+        """
+        when = _utc(now)
+        async with self._engine.begin() as conn:
+            await conn.execute(sa.delete(_overrides).where(_overrides.c.centre_id == centre_id))
+            if state != "up":
+                await conn.execute(sa.insert(_overrides).values(
+                    centre_id=centre_id, state=state, reason=reason, actor=actor, since=when))
+            detail = f"{centre_id} {state}" + (f": {reason}" if reason else "")
+            action = cast(AuditAction, f"centre_{state}")
+            await self._audit_in(conn, when, actor, action, None, detail)
+        if state == "up":
+            return None
+        return StoredOverride(centre_id, state, reason, actor, when)
+
+    async def centre_overrides(self) -> list[StoredOverride]:
+        """Every override in force, by centre id."""
+        async with self._engine.connect() as conn:
+            query = sa.select(_overrides).order_by(_overrides.c.centre_id)
+            rows = (await conn.execute(query)).all()
+        return [StoredOverride(r.centre_id, r.state, r.reason, r.actor, r.since) for r in rows]
+
     # --- internals ---------------------------------------------------------------------------
 
     async def _snapshot_in_force(self, now: datetime) -> RoutingSnapshot | None:
@@ -634,6 +690,7 @@ __all__ = [
     "REQUIRED_FILES",
     "Activation",
     "AuditEntry",
+    "StoredOverride",
     "StoredVersion",
     "TableStore",
     "active_at",

@@ -35,13 +35,18 @@ def write_router_config(path: Path, port: int, table_dir: Path = TABLE_DIR, *,
     """A config for the test router: 127.0.0.1:``port``, UDP and TCP, the given table.
 
     The table database is a SQLite file next to the config (unless ``extra`` has its own
-    ``[database]``); the metrics endpoint is off unless ``extra`` has a ``[metrics]``.
+    ``[database]``); the metrics endpoint is off unless ``extra`` has a ``[metrics]``, and
+    centre probing (``[health]``) likewise.
     """
     if "[database]" not in extra:
         database = (path.parent / "nodrute.db").resolve().as_posix()
         extra += f'\n[database]\nurl = "sqlite+aiosqlite:///{database}"\n'
     if "[metrics]" not in extra:
         extra += "\n[metrics]\nenabled = false\n"
+    if "[health]" not in extra:
+        # The SIPp centres of most scenarios answer INVITEs only: an OPTIONS probe would be an
+        # unexpected message there. Health tests pass their own [health].
+        extra += "\n[health]\nenabled = false\n"
     path.write_text(
         f"""\
 [sip]
