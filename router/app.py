@@ -28,6 +28,7 @@ from sip.transport import SipEndpoint
 from . import gc_policy
 from .b2bua import B2bua
 from .config import NodruteSettings
+from .health_overrides import OverridePoller
 from .media import MediaContext
 from .metrics import NodeMetrics
 from .tables import ActiveTable, TableManager, utc_now
@@ -218,6 +219,22 @@ def _start_media(settings: NodruteSettings, catalogue: PromptCatalogue, b2bua: B
     return engine
 
 
+async def _start_health(settings: NodruteSettings, tables: TableManager, b2bua: B2bua,
+                        endpoint: SipEndpoint, metrics: NodeMetrics | None) -> OverridePoller:
+    """Read the operator overrides, then start probing (router/health.py)."""
+
+    async def store() -> Any:
+        return await tables._ensure_store()
+
+    overrides = OverridePoller(store, b2bua.health,
+                               interval_s=settings.health.override_poll_interval_s)
+    await overrides.refresh()  # a drained centre stays drained across a restart
+    b2bua.health.observer = metrics
+    b2bua.start_health(endpoint.now())
+    endpoint.pump(endpoint.now())  # arm the timer for the first probes
+    return overrides
+
+
 async def start_router(settings: NodruteSettings) -> RunningRouter:
     """Load the table, bind the listeners and wire the layers; returns once serving."""
     catalogue = check_media(settings) if settings.media.enabled else None
@@ -249,6 +266,7 @@ async def start_router(settings: NodruteSettings) -> RunningRouter:
             await tables.close()
             raise
     tables.attach(b2bua)
+    overrides = await _start_health(settings, tables, b2bua, endpoint, metrics)
     if metrics is not None:
         metrics.track_active_calls(lambda: b2bua.active_calls)
         try:
@@ -265,6 +283,7 @@ async def start_router(settings: NodruteSettings) -> RunningRouter:
         snapshot.version.label, snapshot.municipality_count,
     )
     tasks = _background_tasks(settings, tables, metrics)
+    tasks.append(asyncio.create_task(overrides.run(), name="centre-overrides"))
     return RunningRouter(endpoint, b2bua, tables, metrics, tasks, media_engine)
 
 
