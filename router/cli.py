@@ -12,6 +12,7 @@ from pydantic import ValidationError
 
 from municipality_map import TableError
 
+from .cli_centre import centre_app
 from .cli_prompts import prompts_app
 from .cli_table import table_app
 from .config import DEFAULT_CONFIG_PATH, load_settings
@@ -20,6 +21,7 @@ app = typer.Typer(help="nodrute: call router for the emergency numbers 113 and 1
                   no_args_is_help=True, add_completion=False)
 app.add_typer(table_app, name="table")
 app.add_typer(prompts_app, name="prompts")
+app.add_typer(centre_app, name="centre")
 
 
 @app.callback()
