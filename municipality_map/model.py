@@ -8,9 +8,10 @@ shared between concurrent calls and must never change under them.
 from __future__ import annotations
 
 import enum
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from datetime import datetime
+from typing import overload
 
 
 class Service(enum.StrEnum):
@@ -135,14 +136,14 @@ class Destination:
 
 
 @dataclass(frozen=True, slots=True)
-class DestinationPlan:
+class DestinationPlan(Sequence[Destination]):
     """Where a call for a centre goes, in order: the centre's own URIs, then those of its backup,
     the backup's backup and so on, then those of the service's overflow centre.
 
     Built once per centre when the snapshot is built (see
     :func:`municipality_map.plan.build_plans`) and shared by every call for that centre. No
-    centre appears twice and no URI appears twice. Iterating, ``len`` and indexing go over
-    :attr:`destinations`.
+    centre appears twice and no URI appears twice. A read-only sequence of its
+    :attr:`destinations`: iterating, ``len``, indexing and slicing go over them.
     """
 
     centre_id: str
@@ -158,7 +159,11 @@ class DestinationPlan:
     def __len__(self) -> int:
         return len(self.destinations)
 
-    def __getitem__(self, index: int) -> Destination:
+    @overload
+    def __getitem__(self, index: int) -> Destination: ...
+    @overload
+    def __getitem__(self, index: slice) -> tuple[Destination, ...]: ...
+    def __getitem__(self, index: int | slice) -> Destination | tuple[Destination, ...]:
         return self.destinations[index]
 
     @property

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import tomllib
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -228,3 +228,14 @@ def test_table_without_overflow_still_loads(table_copy: Path):
     assert roles == {P, B}
     # AMK-STAVANGER has no backup: without an overflow its plan is itself alone.
     assert snapshot.plan_for("AMK-STAVANGER").centre_ids == ("AMK-STAVANGER",)  # type: ignore[union-attr]
+
+
+def test_plan_is_a_read_only_hashable_sequence(snapshot: RoutingSnapshot, sample_dir: Path):
+    plan = snapshot.plan_for("AMK-FONNA")
+    assert isinstance(plan, Sequence)
+    assert plan[1:3] == plan.destinations[1:3] and isinstance(plan[1:3], tuple)
+    assert list(reversed(plan)) == list(reversed(plan.destinations))
+    assert plan.index(plan[-1]) == len(plan) - 1 and plan[0] in plan
+    # Equal plans from two loads of the same table are equal and hash alike (usable as keys).
+    again = load_snapshot(sample_dir).plan_for("AMK-FONNA")
+    assert again is not plan and {plan: "x"}[again] == "x"
