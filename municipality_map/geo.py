@@ -36,7 +36,7 @@ from __future__ import annotations
 
 import json
 import math
-from collections.abc import Iterable, Mapping
+from collections.abc import Collection, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from importlib import resources
 from typing import Any, Literal, NoReturn
@@ -58,6 +58,7 @@ DEFAULT_MAX_NEAREST_M = 5_000.0
 DEFAULT_MAX_UNCERTAINTY_M = 20_000.0
 """Radius above which a circle is ambiguous without listing every municipality it reaches."""
 
+_GRID_STEP_DEG = 0.25  # cell of the point -> candidate polygons grid (~28 x 9-14 km)
 _M_PER_DEGREE = math.pi / 180.0 * EARTH_RADIUS_M
 _ORIGIN = shapely.Point(0.0, 0.0)
 
@@ -84,10 +85,11 @@ class GeoMatch:
 class MunicipalityLocator:
     """An immutable spatial index of municipality polygons: ``locate(lat, lon)`` -> kommune."""
 
-    __slots__ = ("_codes", "_geoms", "_max_nearest_m", "_max_uncertainty_m", "_tree")
+    __slots__ = ("_codes", "_geoms", "_grid", "_max_nearest_m", "_max_uncertainty_m", "_tree")
 
     _codes: tuple[str, ...]
     _geoms: Any  # numpy object array of prepared shapely (Multi)Polygons, parallel to _codes
+    _grid: _CellIndex
     _max_nearest_m: float
     _max_uncertainty_m: float
     _tree: shapely.STRtree
@@ -129,10 +131,12 @@ class MunicipalityLocator:
         array = np.empty(len(geoms), dtype=object)
         array[:] = geoms
         shapely.prepare(array)
+        tree = shapely.STRtree(array)
         # object.__setattr__: our own __setattr__ refuses every assignment.
         object.__setattr__(self, "_codes", tuple(codes))
         object.__setattr__(self, "_geoms", array)
-        object.__setattr__(self, "_tree", shapely.STRtree(array))
+        object.__setattr__(self, "_tree", tree)
+        object.__setattr__(self, "_grid", _CellIndex(array, tree, codes))
         object.__setattr__(self, "_max_nearest_m", float(max_nearest_m))
         object.__setattr__(self, "_max_uncertainty_m", float(max_uncertainty_m))
 
@@ -208,21 +212,21 @@ class MunicipalityLocator:
         radius = uncertainty_m or 0.0
         wide = radius > self._max_uncertainty_m
         radius = min(radius, self._max_uncertainty_m)
-        inside = self._containing(lat, lon)
+        inside = self._grid.covering(lat, lon)
         method: Method
         if inside:
             chosen, distance, method = inside[0], 0.0, "inside"
             near: list[tuple[float, int]] = [(0.0, i) for i in inside]
             if radius > 0:
-                near += self._within(lat, lon, radius)
+                near += self._within(lat, lon, radius, inside)
         else:
-            near = self._within(lat, lon, self._max_nearest_m)
+            near = self._within(lat, lon, self._max_nearest_m, ())
             if not near:
                 return None
             distance, chosen = min(near, key=lambda item: (item[0], self._codes[item[1]]))
             method = "nearest"
             if distance + radius > self._max_nearest_m:
-                near = self._within(lat, lon, distance + radius)
+                near = self._within(lat, lon, distance + radius, ())
         reach = distance + radius
         others: dict[int, float] = {}
         for d, i in near:
@@ -238,29 +242,80 @@ class MunicipalityLocator:
             candidates=candidates,
         )
 
-    def _containing(self, lat: float, lon: float) -> list[int]:
-        """Indices of the polygons that cover the point, lowest municipality number first."""
-        found = [
-            int(i)
-            for i in self._tree.query(shapely.Point(lon, lat))
-            if shapely.intersects_xy(self._geoms[i], lon, lat)
-        ]
-        if len(found) > 1:
-            found.sort(key=self._codes.__getitem__)
-        return found
-
-    def _within(self, lat: float, lon: float, radius_m: float) -> list[tuple[float, int]]:
-        """(distance in metres, index) of every polygon within ``radius_m`` of the point."""
+    def _within(
+        self, lat: float, lon: float, radius_m: float, skip: Collection[int]
+    ) -> list[tuple[float, int]]:
+        """(distance in metres, index) of every polygon within ``radius_m`` of the point,
+        except those in ``skip``."""
         kx = _M_PER_DEGREE * max(math.cos(math.radians(lat)), 1e-9)
         dx = min(radius_m / kx, 360.0)
         dy = radius_m / _M_PER_DEGREE
         window = (lon - dx, lat - dy, lon + dx, lat + dy)
         found: list[tuple[float, int]] = []
-        for i in self._tree.query(shapely.box(*window)):
+        near_box = self._tree.query(shapely.box(*window))
+        if not len(near_box):
+            return found
+        # Metres >= kx * degrees (kx <= the metres per degree of latitude), so a polygon
+        # farther than radius_m / kx degrees is farther than radius_m metres: a cheap
+        # test on the prepared polygons before the exact distance.
+        point = shapely.Point(lon, lat)
+        maybe = near_box[shapely.dwithin(self._geoms[near_box], point, dx)]
+        for i in maybe.tolist():
+            if i in skip:
+                continue
             distance = _distance_m(self._geoms[i], lat, lon, window, kx)
             if distance <= radius_m:
-                found.append((distance, int(i)))
+                found.append((distance, i))
         return found
+
+
+class _CellIndex:
+    """A fixed grid of cells over the polygons' extent: cell -> the polygons that touch it.
+
+    The candidates of a point are one dict access away (shapely's STRtree needs a Point
+    object per query, which costs more than the point-in-polygon test itself), and the test
+    runs on the cell's prepared polygons at once. Candidates are kept in municipality number
+    order, so the first polygon that covers a point has the lowest number.
+    """
+
+    __slots__ = ("_cells", "_columns", "_rows", "_south", "_west")
+
+    def __init__(self, geoms: Any, tree: shapely.STRtree, codes: Sequence[str]) -> None:
+        self._cells: dict[int, tuple[Any, Any]] = {}
+        bounds: list[float] = shapely.total_bounds(geoms).tolist() if len(geoms) else [0.0] * 4
+        self._west, self._south, east, north = bounds
+        self._columns = max(1, math.ceil((east - self._west) / _GRID_STEP_DEG))
+        self._rows = max(1, math.ceil((north - self._south) / _GRID_STEP_DEG))
+        if not len(geoms):
+            return
+        cols, rows = np.meshgrid(np.arange(self._columns), np.arange(self._rows), indexing="ij")
+        west = self._west + cols.ravel() * _GRID_STEP_DEG
+        south = self._south + rows.ravel() * _GRID_STEP_DEG
+        cells = shapely.box(west, south, west + _GRID_STEP_DEG, south + _GRID_STEP_DEG)
+        cell_of, polygon = tree.query(cells, predicate="intersects")
+        members: dict[int, list[int]] = {}
+        for cell, index in zip(cell_of.tolist(), polygon.tolist(), strict=True):
+            members.setdefault(cell, []).append(index)
+        for cell, indices in members.items():
+            ordered = np.array(sorted(indices, key=codes.__getitem__), dtype=np.intp)
+            self._cells[cell] = (ordered, geoms[ordered])
+        # GEOS builds a prepared polygon's point-in-polygon index on first use: do it now
+        # (a point inside each envelope), not on the first call from that municipality.
+        centre_x, centre_y = shapely.get_coordinates(shapely.centroid(shapely.envelope(geoms))).T
+        shapely.intersects_xy(geoms, centre_x, centre_y)
+
+    def covering(self, lat: float, lon: float) -> list[int]:
+        """Indices of the polygons that cover (contain or touch) the point, by number."""
+        column = math.floor((lon - self._west) / _GRID_STEP_DEG)
+        row = math.floor((lat - self._south) / _GRID_STEP_DEG)
+        if not (0 <= column < self._columns and 0 <= row < self._rows):
+            return []
+        entry = self._cells.get(column * self._rows + row)
+        if entry is None:
+            return []
+        indices, geoms = entry
+        hits = shapely.intersects_xy(geoms, lon, lat)
+        return indices[hits].tolist() if hits.any() else []
 
 
 def _distance_m(
