@@ -253,22 +253,23 @@ class MunicipalityLocator:
         dx = min(radius_m / kx, 360.0)
         dy = radius_m / _M_PER_DEGREE
         window = (lon - dx, lat - dy, lon + dx, lat + dy)
-        found: list[tuple[float, int]] = []
         near_box = self._tree.query(shapely.box(*window))
         if not len(near_box):
-            return found
+            return []
         # Metres >= kx * degrees (kx <= the metres per degree of latitude), so a polygon
         # farther than radius_m / kx degrees is farther than radius_m metres: a cheap
         # test on the prepared polygons before the exact distance.
-        point = shapely.Point(lon, lat)
-        maybe = near_box[shapely.dwithin(self._geoms[near_box], point, dx)]
-        for i in maybe.tolist():
-            if i in skip:
-                continue
-            distance = _distance_m(self._geoms[i], lat, lon, window, kx)
-            if distance <= radius_m:
-                found.append((distance, i))
-        return found
+        maybe = near_box[shapely.dwithin(self._geoms[near_box], shapely.Point(lon, lat), dx)]
+        if skip:
+            maybe = np.array([i for i in maybe.tolist() if i not in skip], dtype=np.intp)
+        if not len(maybe):
+            return []
+        distances = _distances_m(self._geoms[maybe], lat, lon, window, kx)
+        return [
+            (distance, i)
+            for distance, i in zip(distances.tolist(), maybe.tolist(), strict=True)
+            if distance <= radius_m
+        ]
 
 
 class _CellIndex:
@@ -320,25 +321,19 @@ class _CellIndex:
         return indices[hits].tolist() if hits.any() else []
 
 
-def _distance_m(
-    geom: BaseGeometry,
-    lat: float,
-    lon: float,
-    window: tuple[float, float, float, float],
-    kx: float,
-) -> float:
-    """Metres from the point to ``geom`` (local equirectangular), inf outside ``window``.
+def _distances_m(
+    geoms: Any, lat: float, lon: float, window: tuple[float, float, float, float], kx: float
+) -> Any:
+    """Metres from the point to each polygon (local equirectangular); NaN outside ``window``.
 
-    Only the part of the polygon inside the search window is projected, so the cost follows
-    the window, not the size of the municipality.
+    Only the parts of the polygons inside the search window are projected, so the cost
+    follows the window, not the size of the municipalities.
     """
-    clipped = shapely.clip_by_rect(geom, *window)
-    if clipped.is_empty:
-        return math.inf
+    clipped = shapely.clip_by_rect(geoms, *window)
     scale = np.array((kx, _M_PER_DEGREE))
     offset = np.array((lon, lat))
     local = shapely.transform(clipped, lambda xy: (xy - offset) * scale)
-    return float(shapely.distance(local, _ORIGIN))
+    return shapely.distance(local, _ORIGIN)
 
 
 def _check_position(lat: float, lon: float, uncertainty_m: float | None) -> None:
