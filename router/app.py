@@ -255,7 +255,9 @@ async def start_router(settings: NodruteSettings) -> RunningRouter:
     await endpoint.start(sip.host, sip.port, sip.transports)
     assert endpoint.local_address is not None
     b2bua = B2bua(layer, settings, snapshot, port=endpoint.local_address[1],
-                  on_call_ended=metrics.call_ended if metrics else None)
+                  on_call_ended=metrics.call_ended if metrics else None,
+                  on_failover=metrics.failover if metrics else None,
+                  on_hunt_exhausted=metrics.hunt_exhausted if metrics else None)
     endpoint.user = b2bua
     media_engine: MediaEngine | None = None
     if catalogue is not None:

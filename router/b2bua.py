@@ -40,6 +40,7 @@ from .call import Call, CallState, Leg
 from .call_record import CallRecord
 from .config import NodruteSettings, TrunkSettings
 from .health import HealthMonitor, ProbeOutcome, build_options
+from .hunt import Attempt, AttemptEnd
 from .media import MediaContext
 from .resolve import dialled_service
 
@@ -65,6 +66,8 @@ class B2bua:
         port: int,
         on_call_ended: Callable[[CallRecord], None] | None = None,
         media: MediaContext | None = None,
+        on_failover: Callable[[str, str, str, str], None] | None = None,
+        on_hunt_exhausted: Callable[[str], None] | None = None,
     ) -> None:
         self.layer = layer
         self.settings = settings
@@ -73,6 +76,9 @@ class B2bua:
         self.via_host = settings.sip.via_host
         self.port = port
         self._on_call_ended = on_call_ended
+        self._on_failover = on_failover
+        """(service, from_centre, to_centre, reason) per failover step, for the metric."""
+        self._on_hunt_exhausted = on_hunt_exhausted
         self._trunks: list[tuple[list[Network], TrunkSettings]] = [
             ([ipaddress.ip_network(c, strict=False) for c in t.sources], t)
             for t in settings.trunks
@@ -108,6 +114,9 @@ class B2bua:
     def bind_dialog(self, call_id: str, local_tag: str, call: Call, leg: Leg) -> None:
         self._by_dialog[(call_id, local_tag)] = (call, leg)
 
+    def unbind_dialog(self, call_id: str, local_tag: str) -> None:
+        self._by_dialog.pop((call_id, local_tag), None)
+
     def bind_media(self, leg_ids: tuple[str, ...], call: Call) -> None:
         for leg_id in leg_ids:
             self._by_media_leg[leg_id] = call
@@ -141,6 +150,39 @@ class B2bua:
     def note_default_route(self, service: Service, had_hint: bool) -> None:
         key = "unknown_municipality" if had_hint else "missing_municipality"
         self.counters[f"default_route:{service.value}:{key}"] += 1
+
+    def destination_up(self, uri: str) -> bool:
+        """Whether the hunt should prefer ``uri`` (health monitor; unknown URIs count as up)."""
+        return self.health.is_up(uri)
+
+    def destination_failed(self, uri: str, reason: str, now: float) -> None:
+        """A live call found ``uri`` dead (no response, transport error, 503): one miss."""
+        self.health.mark_failed(uri, reason, now)
+
+    def destination_reachable(self, uri: str, now: float) -> None:
+        """A live call got a response from ``uri``: one success."""
+        self.health.mark_reachable(uri, now)
+
+    def note_failover(self, service: Service, previous: Attempt, to_centre: str | None) -> None:
+        """One step of a hunt: ``previous`` ended without an answer; ``to_centre`` is next."""
+        if previous.end is None or previous.end in (AttemptEnd.ANSWERED, AttemptEnd.CALLER_GONE):
+            return
+        reason = previous.end.value
+        self.counters[f"failover:{service.value}:{reason}"] += 1
+        log.warning("failover service=%s from=%s (%s) to=%s reason=%s status=%s",
+                    service.value, previous.centre_id, previous.uri, to_centre or "-", reason,
+                    previous.status)
+        if self._on_failover is not None:
+            self._on_failover(service.value, previous.centre_id, to_centre or "none", reason)
+
+    def note_hunt_exhausted(self, call: Call, now: float) -> None:
+        """Every destination failed for ``call``: the worst outcome short of a lost call."""
+        self.counters[f"hunt_exhausted:{call.service.value}"] += 1
+        log.critical("NO CENTRE ANSWERED call_id=%s service=%s kommune=%s attempts=[%s]",
+                     call.record.call_id, call.service.value, call.record.municipality,
+                     "; ".join(a.summary() for a in call.hunt.attempts) if call.hunt else "")
+        if self._on_hunt_exhausted is not None:
+            self._on_hunt_exhausted(call.service.value)
 
     def note_no_centre(self, service: Service) -> None:
         self.counters[f"no_centre:{service.value}"] += 1

@@ -1,57 +1,59 @@
 """One emergency call as a back-to-back user agent (sans-IO).
 
 The caller leg is a UAS dialog towards the carrier, the centre leg a UAC dialog towards the
-centre; nothing crosses from one to the other except through :mod:`router.legs`. Every handler
-takes ``now`` and acts only through the transaction layer handed in by the dispatcher, which
-queues what to send: the call never sleeps, never touches a socket, and is driven in tests by
-feeding it messages with a fake clock.
+destination the hunt is trying; nothing crosses from one to the other except through
+:mod:`router.legs`. Every handler takes ``now`` and acts only through the transaction layer
+handed in by the dispatcher, which queues what to send: the call never sleeps, never touches a
+socket, and is driven in tests by feeding it messages with a fake clock.
 
-States (the caller leg's view, RFC 3261 §13/§15 vocabulary)::
+States (the caller leg's view, RFC 3261 §13/§15 vocabulary; :mod:`router.call_state`)::
 
     ROUTING ─► CALLING ─► EARLY ─► ANSWERED ─► CONFIRMED ─► ENDED
-                  └──────────┴──────────┴── CANCEL / error / timeout ──► ENDED
+                 │   ▲       │
+                 │   └───────┘  next destination (router/hunt.py): the caller's leg stays
+                 └──────────┴── every destination failed ─► [FAILING: prompt] ─► ENDED
+
+Each attempt is a new INVITE client transaction with its own Call-ID and From tag (a separate
+dialog towards that centre); an abandoned attempt is CANCELled (RFC 3261 §9.1) and an answer it
+still sends is ACKed and released with BYE. The caller sees one call throughout.
+
+Anchored media and the IVR live in :mod:`router.call_ivr`, requests inside the dialogs in
+:mod:`router.in_dialog`.
 """
 
 from __future__ import annotations
 
-import enum
 from typing import TYPE_CHECKING
 
 from ivr.engine import MediaEngineError, MediaEvent
-from ivr.flow import RouteCall
 from municipality_map import Centre, RouteLookup, RoutingSnapshot, Service
 from sip.dialog import Dialog
 from sip.headers import parse_cseq, parse_name_addr_shared
 from sip.ids import new_branch, new_call_id, new_tag
 from sip.message import Request, Response, make_response
 
-from . import legs
+from . import call_ivr, in_dialog, legs
 from .call_record import CallRecord, TerminatedReason
-from .media import SDP, CallMedia, MediaRefused
+from .call_state import CallState, Leg
+from .hunt import Attempt, AttemptEnd, DestinationLike, Hunt, HuntPolicy
+from .media import SDP, CallMedia
 from .resolve import DialledService, LocationSource, choose_municipality, municipality_hints
 
 if TYPE_CHECKING:
     from .b2bua import B2bua
     from .config import TrunkSettings
 
+__all__ = ["Call", "CallState", "Leg"]
 
-class CallState(enum.Enum):
-    """Where the call is, from the caller's point of view."""
-
-    ROUTING = "routing"
-    CALLING = "calling"
-    """INVITE sent to the centre, nothing heard back beyond 100."""
-    EARLY = "early"
-    """The centre sent 18x; relayed to the caller."""
-    ANSWERED = "answered"
-    """2xx relayed to the caller, its ACK not yet received."""
-    CONFIRMED = "confirmed"
-    ENDED = "ended"
-
-
-class Leg(enum.Enum):
-    CALLER = "caller"
-    CENTRE = "centre"
+_ATTEMPT_END_REASON: dict[AttemptEnd, TerminatedReason] = {
+    AttemptEnd.NO_RESPONSE: TerminatedReason.CENTRE_TIMEOUT,
+    AttemptEnd.TIMEOUT: TerminatedReason.CENTRE_TIMEOUT,
+    AttemptEnd.RING_TIMEOUT: TerminatedReason.RING_TIMEOUT,
+    AttemptEnd.TOTAL_TIMEOUT: TerminatedReason.RING_TIMEOUT,
+    AttemptEnd.REJECTED: TerminatedReason.CENTRE_REJECTED,
+    AttemptEnd.TRANSPORT_ERROR: TerminatedReason.TRANSPORT_ERROR,
+}
+"""How a call that never reached anyone ended, by how its last attempt ended."""
 
 
 class Call:
@@ -84,6 +86,9 @@ class Call:
         self.caller_call_id = invite.headers.get("Call-ID") or ""
         self.caller_dialog: Dialog | None = None
         self.centre: Centre | None = None
+        """The centre the location routed to (the plan's first); attempts may reach others."""
+        self.hunt: Hunt | None = None
+        # The current attempt's centre leg (replaced on every attempt).
         self.centre_call_id = new_call_id(host.via_host)
         self.centre_tag = new_tag()
         """Our From tag towards the centre."""
@@ -94,13 +99,18 @@ class Call:
         self.centre_dialog: Dialog | None = None
         self.centre_ack_pending = False
         """Late offer: the centre's 2xx carried the offer, its ACK waits for the caller's answer."""
-        self.relays: dict[str, tuple[Leg, str, Request]] = {}
+        self.abandoned: dict[str, Request] = {}
+        """Client tx of attempts given up while still pending -> their INVITE (a late 2xx is
+        ACKed and released with BYE)."""
+        self.relays: dict[str, in_dialog.Relay] = {}
         """Client tx on one leg -> (leg it came from, server tx there, request) for relays."""
         self.deadline: float | None = None
-        """Ring timeout: give up on the centre if it has not answered by then (during an IVR
-        before routing: the IVR's next timer)."""
+        """The next instant the call must act: the attempt's timers, the hunt's total ring
+        time, or the IVR's next timer."""
         self.media: CallMedia | None = None
         """Anchored media and the IVR (``[media] enabled``); None: SDP is relayed as is."""
+        self.early_media_sent = False
+        self.attempts_dialled = 0
         self.location_source = LocationSource.DEFAULT
         self.record = CallRecord(
             call_id=self.caller_call_id,
@@ -111,26 +121,36 @@ class Call:
             table_version=snapshot.version.label,
         )
 
-    # ----------------------------------------------------------------- start: route and dial
+    # ----------------------------------------------------------------- start: route
 
     def start(self, now: float) -> None:
-        """Answer 100 Trying, pick the centre, send the INVITE to it."""
-        layer = self.host.layer
-        layer.send_response(self.in_tx, make_response(self.invite, 100), now)
+        """Answer 100 Trying, pick the centre, then the IVR or the first attempt."""
+        self.host.layer.send_response(self.in_tx, make_response(self.invite, 100), now)
+        centre = self._route(self.service, now)
+        if centre is None:
+            return
+        self.centre = centre
+        if self.host.media is not None and self.invite.body:
+            call_ivr.start_media(self, centre, now)
+            return
+        self.begin_hunt(centre, now)
+
+    def _route(self, service: Service, now: float) -> Centre | None:
+        """The centre for the caller's location and ``service`` (the default centre if none);
+        None (caller answered 500) when not even the default centre exists."""
         hints = municipality_hints(
             self.invite, self.dialled, self.trunk.municipality_sources,
             self.trunk.municipality_header,
         )
-        service = self.service
         choice = choose_municipality(hints, lambda code: self.snapshot.lookup(code, service))
         self.record.requested_municipality = choice.requested
         self.record.location_source = choice.source.value
-        centre = self._centre_for(choice.lookup)
-        if centre is None or not centre.uris:
+        self.location_source = choice.source
+        centre = self._centre_for(choice.lookup, service)
+        if centre is None or not self.snapshot.plan_for(centre.centre_id):
             self.host.note_no_centre(service)
-            self._fail_caller(500, "No centre configured", TerminatedReason.ERROR, now)
-            return
-        self.centre = centre
+            self.fail_caller(500, "No centre configured", TerminatedReason.ERROR, now)
+            return None
         self.record.centre_id = centre.centre_id
         self.record.municipality = choice.lookup.kommunenummer if choice.lookup else None
         if choice.lookup and choice.lookup.via_crosswalk:
@@ -138,100 +158,61 @@ class Call:
                 f"old code {choice.requested} -> {choice.lookup.kommunenummer}")
         if choice.source is LocationSource.DEFAULT:
             self.host.note_default_route(service, choice.requested is not None)
-        self.location_source = choice.source
-        if self.host.media is not None and self.invite.body:
-            self._start_media(centre, now)
-            return
-        self._dial(centre, centre.uris[0], choice.source, now)
+        return centre
 
-    # ----------------------------------------------------------------- anchored media and IVR
-
-    def _start_media(self, centre: Centre, now: float) -> None:
-        """Answer the caller's offer with our SDP, then run the IVR flow or dial at once.
-
-        A late-offer INVITE (no SDP) is not anchored: it keeps end-to-end SDP relay."""
-        context = self.host.media
-        assert context is not None
-        media = CallMedia(context, self.caller_tag)
-        self.media = media
-        self.host.bind_media(media.leg_ids, self)
-        try:
-            media.answer_caller(self.invite.body)
-        except MediaRefused as err:
-            self.host.counters[f"rejected:media_{err.status}"] += 1
-            self._fail_caller(err.status, err.reason, TerminatedReason.ERROR, now)
-            return
-        flow = context.ivr.flow_for(self.service.value, centre.centre_id)
-        if flow is None:
-            self._dial(centre, centre.uris[0], self.location_source, now)
-            return
-        language = context.ivr.language_for(centre.centre_id)
-        if flow.early_media:
-            # The centre leg first: an announcement never delays the INVITE to the centre.
-            self._dial(centre, centre.uris[0], self.location_source, now)
-            if self.state is CallState.ENDED:
-                return
-            self._send_early_media(now)
-            media.start_ivr(flow, language, now)
-            return
-        self._send_early_media(now)
-        self._after_ivr(media.start_ivr(flow, language, now), now)
-
-    def _send_early_media(self, now: float) -> None:
-        assert self.media is not None
-        progress = make_response(self.invite, 183, to_tag=self.caller_tag,
-                                 extra=[("Contact", self.host.contact(self.caller_transport)),
-                                        ("Content-Type", SDP)])
-        progress.body = self.media.caller_answer
-        self.host.layer.send_response(self.in_tx, progress, now)
-        if self.record.first_provisional_at is None:
-            self.record.first_provisional_at = now
-
-    def _after_ivr(self, route: RouteCall | None, now: float) -> None:
-        """Act on what the IVR returned while the call is not yet routed."""
-        if self.state is not CallState.ROUTING or self.media is None:
-            return
-        if route is None:
-            self.deadline = self.media.ivr_deadline()
-            self.host.schedule(self)
-            return
-        centre = self.centre
-        if route.service is not None and route.service != self.service.value:
-            # Transfer (e.g. "press 1 if life-threatening"): same municipality, other service.
-            service = Service(route.service)
-            self.record.notes.append(f"ivr transfer {self.service.value} -> {service.value}")
-            self.service = service
-            hints = municipality_hints(
-                self.invite, self.dialled, self.trunk.municipality_sources,
-                self.trunk.municipality_header,
-            )
-            choice = choose_municipality(hints, lambda code: self.snapshot.lookup(code, service))
-            self.location_source = choice.source
-            centre = self._centre_for(choice.lookup)
-            if centre is None or not centre.uris:
-                self.host.note_no_centre(service)
-                self._fail_caller(500, "No centre configured", TerminatedReason.ERROR, now)
-                return
-            self.centre = centre
-            self.record.centre_id = centre.centre_id
-        assert centre is not None
-        self._dial(centre, centre.uris[0], self.location_source, now)
-
-    def on_media_event(self, event: MediaEvent, now: float) -> None:
-        """An engine event for one of this call's legs (prompt finished, DTMF, latched)."""
-        if self.media is None or self.state is CallState.ENDED:
-            return
-        route = self.media.on_event(event, now)
-        if self.state is CallState.ROUTING:
-            self._after_ivr(route, now)
-
-    def _centre_for(self, lookup: RouteLookup | None) -> Centre | None:
+    def _centre_for(self, lookup: RouteLookup | None, service: Service) -> Centre | None:
         if lookup is not None:
             return lookup.centre
-        return self.snapshot.centre(self.host.settings.routing.default_centre(self.service))
+        return self.snapshot.centre(self.host.settings.routing.default_centre(service))
 
-    def _dial(self, centre: Centre, uri: str, source: LocationSource, now: float) -> None:
+    def transfer(self, service: Service, now: float) -> Centre | None:
+        """The IVR moved the call to ``service`` (same municipality): its centre, or None."""
+        self.record.notes.append(f"ivr transfer {self.service.value} -> {service.value}")
+        self.service = service
+        self.record.service = service.value
+        centre = self._route(service, now)
+        if centre is not None:
+            self.centre = centre
+        return centre
+
+    # ----------------------------------------------------------------- the hunt
+
+    def begin_hunt(self, centre: Centre, now: float) -> None:
+        """Walk ``centre``'s destination plan from its first URI."""
+        settings = self.host.settings
+        policy = HuntPolicy(
+            first_response_s=settings.failover.first_response_s,
+            attempt_ring_s=settings.failover.attempt_ring_s(self.service),
+            total_ring_s=settings.routing.ring_timeout_s(self.service),
+            final_codes=frozenset(settings.failover.final_codes),
+            passes=settings.failover.passes(self.service),
+        )
+        found = self.snapshot.plan_for(centre.centre_id)
+        plan: tuple[DestinationLike, ...] = found.destinations if found is not None else ()
+        self.hunt = Hunt(plan, policy, self.host.destination_up, now)
+        self._next_attempt(now)
+
+    def _next_attempt(self, now: float) -> None:
+        hunt = self.hunt
+        assert hunt is not None
+        previous = hunt.attempts[-1] if hunt.attempts else None
+        attempt = hunt.next(now)
+        if previous is not None:
+            self.host.note_failover(self.service, previous,
+                                    attempt.centre_id if attempt else None)
+        if attempt is None:
+            self._last_resort(now)
+            return
+        self._dial(attempt, now)
+
+    def _dial(self, attempt: Attempt, now: float) -> None:
         host = self.host
+        self.attempts_dialled += 1
+        if self.attempts_dialled > 1:
+            # A new dialog towards the next destination: nothing of the last one is reused.
+            self.centre_call_id = new_call_id(host.via_host)
+            self.centre_tag = new_tag()
+        uri = attempt.uri
         dest_host, dest_port, transport = legs.uri_destination(uri)
         self.centre_dest = (dest_host, dest_port)
         self.centre_transport = transport
@@ -241,10 +222,12 @@ class Call:
             # Decrement across the B2BUA too: a routing loop through us must still die out.
             max_forwards = min(max_forwards, int(incoming_mf) - 1)
         route_note = (
-            f"centre={centre.centre_id};source={source.value};"
+            f"centre={attempt.centre_id};source={self.location_source.value};"
             f"requested={self.record.requested_municipality or '-'};"
             f"table={self.snapshot.version.label}"
         )
+        if attempt.role != "primary" or self.attempts_dialled > 1:
+            route_note += f";role={attempt.role};attempt={self.attempts_dialled}"
         routing_headers = [("X-Nodrute-Route", route_note)]
         if self.record.municipality:
             routing_headers.insert(0, ("X-Kommunenummer", self.record.municipality))
@@ -263,18 +246,101 @@ class Call:
             try:
                 invite.body = self.media.offer_centre()
             except MediaEngineError:
-                self._fail_caller(503, "No media resources", TerminatedReason.ERROR, now)
+                self.fail_caller(503, "No media resources", TerminatedReason.ERROR, now)
                 return
             invite.headers.set("Content-Type", SDP)
         self.centre_invite = invite
+        self.record.centre_id = attempt.centre_id
         self.record.centre_uri = uri
         self.record.centre_call_id = self.centre_call_id
         self.centre_tx = host.layer.send_request(invite, self.centre_dest, transport, now)
         host.bind_client_tx(self.centre_tx, self)
         host.bind_dialog(self.centre_call_id, self.centre_tag, self, Leg.CENTRE)
-        self.state = CallState.CALLING
-        self.deadline = now + host.settings.routing.ring_timeout_s(self.service)
-        host.schedule(self)
+        if self.state is CallState.ROUTING:
+            self.state = CallState.CALLING
+        self.arm(now)
+
+    def _abandon(self, end: AttemptEnd, now: float, *, status: int | None = None,
+                 cancel: bool = True) -> None:
+        """Give up the current attempt (``cancel``: its transaction is still pending)."""
+        assert self.hunt is not None
+        attempt = self.hunt.end(end, now, status)
+        if cancel and self.centre_tx is not None and self.centre_invite is not None:
+            self.host.layer.send_cancel(self.centre_tx, now, reason=_cancel_reason(end))
+            self.abandoned[self.centre_tx] = self.centre_invite
+        self.host.unbind_dialog(self.centre_call_id, self.centre_tag)
+        if self.media is not None:
+            self.media.release_centre()
+        self.centre_tx = None
+        self.centre_invite = None
+        self.centre_dialog = None
+        if attempt is not None and (
+                end in (AttemptEnd.NO_RESPONSE, AttemptEnd.TIMEOUT, AttemptEnd.TRANSPORT_ERROR)
+                or status == 503):
+            self.host.destination_failed(attempt.uri, f"{end.value} {status or ''}".strip(),
+                                         now)
+
+    def _fail_over(self, end: AttemptEnd, now: float, *, status: int | None = None,
+                   cancel: bool = True) -> None:
+        self._abandon(end, now, status=status, cancel=cancel)
+        if end is AttemptEnd.TOTAL_TIMEOUT:
+            self._last_resort(now)
+        else:
+            self._next_attempt(now)
+
+    def _last_resort(self, now: float) -> None:
+        """Every destination failed (or the total ring time is over): never silently."""
+        hunt = self.hunt
+        assert hunt is not None
+        self.record.hunt_exhausted = True
+        self.host.note_hunt_exhausted(self, now)
+        if call_ivr.play_last_resort(self, now):
+            return
+        self.finish_last_resort(now)
+
+    def finish_last_resort(self, now: float) -> None:
+        """The final response after a failed hunt: what the last attempt says, with Reason."""
+        hunt = self.hunt
+        assert hunt is not None
+        last = hunt.attempts[-1] if hunt.attempts else None
+        status = 480
+        if last is not None:
+            if last.end is AttemptEnd.REJECTED and last.status is not None:
+                status = legs.map_centre_final(last.status)
+            elif last.end in (AttemptEnd.NO_RESPONSE, AttemptEnd.TIMEOUT):
+                status = 408
+            elif last.end is AttemptEnd.TRANSPORT_ERROR:
+                status = 503
+        reason = _ATTEMPT_END_REASON.get(last.end if last and last.end else AttemptEnd.REJECTED,
+                                         TerminatedReason.CENTRE_REJECTED)
+        self.fail_caller(status, hunt.exhausted_reason, reason, now)
+
+    def arm(self, now: float) -> None:
+        """Recompute the call's next deadline and hand it to the dispatcher."""
+        deadlines: list[float] = []
+        if self.state in (CallState.CALLING, CallState.EARLY) and self.hunt is not None:
+            deadlines.append(self.hunt.deadline())
+        if self.state in (CallState.ROUTING, CallState.FAILING) and self.media is not None:
+            ivr_deadline = self.media.ivr_deadline()
+            if ivr_deadline is not None:
+                deadlines.append(ivr_deadline)
+        self.deadline = min(deadlines) if deadlines else None
+        self.host.schedule(self)
+
+    def on_deadline(self, now: float) -> None:
+        """A timer of this call is due: the IVR's, or the attempt's/hunt's."""
+        if self.deadline is None or now < self.deadline:
+            return
+        self.deadline = None
+        if self.state in (CallState.ROUTING, CallState.FAILING) and self.media is not None:
+            call_ivr.after_ivr(self, self.media.on_ivr_timer(now), now)
+            return
+        if self.state in (CallState.CALLING, CallState.EARLY) and self.hunt is not None:
+            why = self.hunt.expired(now)
+            if why is None:
+                self.arm(now)
+            else:
+                self._fail_over(why, now)
 
     # ----------------------------------------------------------------- centre leg responses
 
@@ -282,7 +348,10 @@ class Call:
         """A response on one of our client transactions."""
         relay = self.relays.pop(tx, None) if response.status >= 200 else self.relays.get(tx)
         if relay is not None:
-            self._relay_in_dialog_response(relay, response, now)
+            in_dialog.relay_response(self, relay, response, now)
+            return
+        if tx in self.abandoned:
+            self._on_abandoned_response(tx, response, retransmission, now)
             return
         if tx != self.centre_tx or retransmission:
             return  # retransmitted 2xx: the layer re-sends our ACK itself
@@ -295,7 +364,14 @@ class Call:
             self._on_centre_rejected(response, now)
 
     def _on_centre_provisional(self, response: Response, now: float) -> None:
-        if response.status == 100 or self.state not in (CallState.CALLING, CallState.EARLY):
+        if self.state not in (CallState.CALLING, CallState.EARLY):
+            return
+        if self.hunt is not None and self.hunt.current is not None \
+                and self.hunt.current.provisional_at is None:
+            self.hunt.provisional(now)  # alive: now the ring timer runs
+            self.host.destination_reachable(self.hunt.current.uri, now)
+            self.arm(now)
+        if response.status == 100:
             return
         if self.record.first_provisional_at is None:
             self.record.first_provisional_at = now
@@ -310,7 +386,7 @@ class Call:
             media = self.media
             if media.centre_sdp(response.body) and media.ivr is None:
                 media.bridge()  # no IVR on this call: the caller hears the centre's early media
-            if media.ivr is not None or media.bridged:
+            if media.ivr is not None or media.bridged or self.early_media_sent:
                 _with_body(out, media.caller_answer)
             else:  # nothing to hear yet: a bare 180 lets the caller's phone ring back locally
                 out.body = b""
@@ -323,14 +399,17 @@ class Call:
         if self.centre_dialog is not None:
             if to_tag != self.centre_dialog.remote_tag:
                 # A second 2xx from a fork we did not ask for: accept and release it (§13.2.2.4).
-                self._ack_and_bye_stray(response, now)
+                self._ack_and_bye_stray(self.centre_invite, response, now)
             return
         self.centre_dialog = Dialog.as_uac(self.centre_invite, response)
         if self.state not in (CallState.CALLING, CallState.EARLY):
             # The caller went away (CANCEL raced the answer): complete and release the centre.
             self._send_centre_ack(None, now)
-            self._send_bye(Leg.CENTRE, legs.q850_reason(16, "Caller cancelled"), now)
+            in_dialog.send_bye(self, Leg.CENTRE, legs.q850_reason(16, "Caller cancelled"), now)
             return
+        if self.hunt is not None:
+            self.hunt.end(AttemptEnd.ANSWERED, now, response.status)
+            self.record.attempts = [a.summary() for a in self.hunt.attempts]
         self.state = CallState.ANSWERED
         self.deadline = None
         self.record.answered_at = now
@@ -355,14 +434,33 @@ class Call:
 
     def _on_centre_rejected(self, response: Response, now: float) -> None:
         self.record.centre_status = response.status
-        if self.state in (CallState.CALLING, CallState.EARLY):
-            status = legs.map_centre_final(response.status)
-            out = legs.relay_response(
-                self.invite, response, status=status, to_tag=self.caller_tag, contact=None,
-            )
-            self.host.layer.send_response(self.in_tx, out, now)
-            self.record.final_status = status
-            self._end(TerminatedReason.CENTRE_REJECTED, now)
+        if self.state not in (CallState.CALLING, CallState.EARLY):
+            return
+        if self.hunt is not None and self.hunt.fails_over(response.status):
+            self._fail_over(AttemptEnd.REJECTED, now, status=response.status, cancel=False)
+            return
+        if self.hunt is not None:
+            self.hunt.end(AttemptEnd.REJECTED, now, response.status)
+        status = legs.map_centre_final(response.status)
+        out = legs.relay_response(
+            self.invite, response, status=status, to_tag=self.caller_tag, contact=None,
+        )
+        self.host.layer.send_response(self.in_tx, out, now)
+        self.record.final_status = status
+        self.end(TerminatedReason.CENTRE_REJECTED, now)
+
+    def on_centre_released_early(self, now: float) -> None:
+        """The centre sent BYE on its early dialog: it gave up before answering."""
+        self._fail_over(AttemptEnd.REJECTED, now, status=480)
+
+    def _on_abandoned_response(self, tx: str, response: Response, retransmission: bool,
+                               now: float) -> None:
+        invite = self.abandoned[tx]
+        if response.status >= 200:
+            del self.abandoned[tx]
+        if 200 <= response.status < 300 and not retransmission:
+            # The CANCEL crossed the centre's answer: complete that dialog, then release it.
+            self._ack_and_bye_stray(invite, response, now)
 
     def _send_centre_ack(self, caller_ack: Request | None, now: float) -> None:
         """ACK the centre's 2xx; with a late offer the caller's ACK carries the SDP answer."""
@@ -374,61 +472,49 @@ class Call:
             cseq, via=self.host.via(self.centre_transport, new_branch()), body=body,
             content_type=content_type if body else None,
         )
-        self.host.layer.send_ack(ack, self._centre_next_hop(), self.centre_transport, now)
+        next_hop = in_dialog.next_hop(self.centre_dialog)
+        self.host.layer.send_ack(ack, next_hop, self.centre_transport, now)
         self.centre_ack_pending = False
 
-    def _ack_and_bye_stray(self, response: Response, now: float) -> None:
-        assert self.centre_invite is not None
-        stray = Dialog.as_uac(self.centre_invite, response)
-        cseq, _ = parse_cseq(self.centre_invite.headers.get("CSeq") or "1 INVITE")
-        via = self.host.via(self.centre_transport, new_branch())
-        self.host.layer.send_ack(stray.create_ack(cseq, via=via), self.centre_dest,
-                                 self.centre_transport, now)
-        bye = stray.create_request("BYE", via=self.host.via(self.centre_transport, new_branch()))
-        self.host.layer.send_request(bye, self.centre_dest, self.centre_transport, now)
+    def _ack_and_bye_stray(self, invite: Request, response: Response, now: float) -> None:
+        stray = Dialog.as_uac(invite, response)
+        transport = legs.uri_destination(invite.uri)[2]
+        dest = in_dialog.next_hop(stray)
+        cseq, _ = parse_cseq(invite.headers.get("CSeq") or "1 INVITE")
+        via = self.host.via(transport, new_branch())
+        self.host.layer.send_ack(stray.create_ack(cseq, via=via), dest, transport, now)
+        bye = stray.create_request("BYE", via=self.host.via(transport, new_branch()),
+                                   extra=[("Reason", legs.q850_reason(31, "Answered late"))])
+        self.host.layer.send_request(bye, dest, transport, now)
 
     # ----------------------------------------------------------------- failures on the centre leg
 
     def on_timeout(self, tx: str, now: float) -> None:
         """Timer B/F fired on one of our client transactions."""
-        self._on_client_failure(tx, 408, "Centre did not respond", TerminatedReason.CENTRE_TIMEOUT,
-                                now)
+        self._on_client_failure(tx, 408, AttemptEnd.TIMEOUT, now)
 
     def on_transport_failed(self, tx: str, now: float) -> None:
-        self._on_client_failure(tx, 503, "Centre unreachable", TerminatedReason.TRANSPORT_ERROR,
-                                now)
+        self._on_client_failure(tx, 503, AttemptEnd.TRANSPORT_ERROR, now)
 
-    def _on_client_failure(self, tx: str, status: int, text: str, reason: TerminatedReason,
-                           now: float) -> None:
+    def _on_client_failure(self, tx: str, status: int, end: AttemptEnd, now: float) -> None:
         relay = self.relays.pop(tx, None)
         if relay is not None:
-            _, server_tx, request = relay
-            self.host.layer.send_response(server_tx, make_response(request, status), now)
+            in_dialog.relay_failed(self, relay, status, now)
+            return
+        if self.abandoned.pop(tx, None) is not None:
             return
         if tx == self.centre_tx and self.state in (CallState.CALLING, CallState.EARLY):
-            self._fail_caller(status, text, reason, now)
+            self._fail_over(end, now, cancel=False)
 
-    def on_deadline(self, now: float) -> None:
-        """The ring timeout expired: cancel the centre, tell the caller."""
-        if self.deadline is None or now < self.deadline:
-            return
-        self.deadline = None
-        if self.state is CallState.ROUTING and self.media is not None:
-            self._after_ivr(self.media.on_ivr_timer(now), now)
-            return
-        if self.state in (CallState.CALLING, CallState.EARLY) and self.centre_tx:
-            self.host.layer.send_cancel(
-                self.centre_tx, now, reason=legs.q850_reason(19, "No answer"))
-            self._fail_caller(480, "Centre did not answer", TerminatedReason.RING_TIMEOUT, now)
-
-    def _fail_caller(self, status: int, text: str, reason: TerminatedReason, now: float) -> None:
+    def fail_caller(self, status: int, text: str, reason: TerminatedReason, now: float) -> None:
+        """Final non-2xx to the caller, with Reason (RFC 3326), and end the call."""
         response = make_response(
             self.invite, status, to_tag=self.caller_tag,
             extra=[("Reason", legs.reason_value(status, text))],
         )
         self.host.layer.send_response(self.in_tx, response, now)
         self.record.final_status = status
-        self._end(reason, now)
+        self.end(reason, now)
 
     # ----------------------------------------------------------------- caller leg
 
@@ -438,7 +524,8 @@ class Call:
         The centre's CANCEL carries the caller's Reason if it gave one (RFC 3326), so a centre
         can tell a caller who gave up from a call answered elsewhere.
         """
-        if self.state not in (CallState.ROUTING, CallState.CALLING, CallState.EARLY):
+        if self.state not in (CallState.ROUTING, CallState.CALLING, CallState.EARLY,
+                              CallState.FAILING):
             return  # already answered: the CANCEL has no effect (§9.2)
         self.host.layer.send_response(
             self.in_tx, make_response(self.invite, 487, to_tag=self.caller_tag), now,
@@ -447,7 +534,11 @@ class Call:
         if self.centre_tx is not None:
             reason = cancel.headers.get("Reason") or legs.q850_reason(16, "Caller hung up")
             self.host.layer.send_cancel(self.centre_tx, now, reason=reason)
-        self._end(TerminatedReason.CALLER_CANCEL, now)
+            if self.centre_invite is not None:
+                self.abandoned[self.centre_tx] = self.centre_invite
+        if self.hunt is not None:
+            self.hunt.end(AttemptEnd.CALLER_GONE, now)
+        self.end(TerminatedReason.CALLER_CANCEL, now)
 
     def on_ack(self, leg: Leg, ack: Request, now: float) -> None:
         """An ACK for a 2xx on one of our dialogs."""
@@ -462,161 +553,47 @@ class Call:
             if self.centre_ack_pending:
                 self._send_centre_ack(None, now)
             reason = legs.q850_reason(41, "No ACK from caller")
-            self._send_bye(Leg.CENTRE, reason, now)
-            self._send_bye(Leg.CALLER, reason, now)
-            self._end(TerminatedReason.NO_ACK, now)
+            in_dialog.send_bye(self, Leg.CENTRE, reason, now)
+            in_dialog.send_bye(self, Leg.CALLER, reason, now)
+            self.end(TerminatedReason.NO_ACK, now)
 
     def on_request(self, leg: Leg, request: Request, tx: str, now: float) -> None:
         """An in-dialog request (BYE, re-INVITE, UPDATE, INFO, OPTIONS…) on one of our legs."""
-        layer = self.host.layer
-        dialog = self.caller_dialog if leg is Leg.CALLER else self.centre_dialog
-        if request.method == "BYE":
-            layer.send_response(tx, make_response(request, 200), now)
-            if self.state is CallState.ENDED:
-                return
-            if dialog is not None:
-                dialog.accept_remote_request(request)
-            self._on_bye(leg, request, now)
-            return
-        if dialog is None or self.state is CallState.ENDED:
-            layer.send_response(tx, make_response(request, 481), now)
-            return
-        rejected = dialog.accept_remote_request(request)
-        if rejected is not None:
-            layer.send_response(tx, make_response(request, rejected), now)
-            return
-        if request.method == "OPTIONS":
-            layer.send_response(tx, make_response(request, 200, extra=[("Allow", legs.ALLOW)]),
-                                now)
-            return
-        if self.media is not None and request.method in ("INVITE", "UPDATE"):
-            self._answer_in_dialog_offer(leg, request, tx, now)
-            return
-        self._relay_in_dialog_request(leg, request, tx, now)
+        in_dialog.on_request(self, leg, request, tx, now)
 
-    def _answer_in_dialog_offer(self, leg: Leg, request: Request, tx: str, now: float) -> None:
-        """Anchored media: a re-INVITE/UPDATE is answered on its own leg, never relayed (the
-        other side keeps talking to the router). A re-INVITE without SDP gets our current SDP
-        as the offer; the answer in its ACK changes nothing (same address, same codec)."""
-        assert self.media is not None
-        leg_id = self.media.caller_leg if leg is Leg.CALLER else self.media.centre_leg
-        transport = self.caller_transport if leg is Leg.CALLER else self.centre_transport
-        if request.body:
-            try:
-                sdp = self.media.answer_reoffer(leg_id, request.body)
-            except MediaRefused as err:
-                self.host.layer.send_response(tx, make_response(request, err.status, err.reason),
-                                              now)
-                return
-        else:
-            sdp = self.media.current_sdp(leg_id) if request.method == "INVITE" else b""
-        ok = make_response(request, 200, body=sdp, extra=[
-            ("Contact", self.host.contact(transport)), ("Allow", legs.ALLOW),
-            *([("Content-Type", SDP)] if sdp else []),
-        ])
-        self.host.layer.send_response(tx, ok, now)
-
-    def _on_bye(self, from_leg: Leg, request: Request, now: float) -> None:
-        reason = request.headers.get("Reason") or legs.q850_reason(16, "Normal call clearing")
-        if from_leg is Leg.CALLER:
-            self._send_bye(Leg.CENTRE, reason, now)
-            self._end(TerminatedReason.CALLER_BYE, now)
-            return
-        if self.state in (CallState.CALLING, CallState.EARLY):
-            # BYE on the centre's early dialog: the centre gave up before answering.
-            self._fail_caller(480, "Centre released the call", TerminatedReason.CENTRE_REJECTED,
-                              now)
-            return
-        self._send_bye(Leg.CALLER, reason, now)
-        self._end(TerminatedReason.CENTRE_BYE, now)
-
-    def _send_bye(self, to_leg: Leg, reason: str, now: float) -> None:
-        dialog = self.caller_dialog if to_leg is Leg.CALLER else self.centre_dialog
-        if dialog is None:
-            return
-        transport = self.caller_transport if to_leg is Leg.CALLER else self.centre_transport
-        bye = dialog.create_request(
-            "BYE", via=self.host.via(transport, new_branch()), extra=[("Reason", reason)],
-        )
-        dest = self._next_hop(dialog, transport)
-        tx = self.host.layer.send_request(bye, dest, transport, now)
-        self.host.bind_client_tx(tx, self)
-
-    def _relay_in_dialog_request(self, from_leg: Leg, request: Request, tx: str,
-                                 now: float) -> None:
-        to_leg = Leg.CENTRE if from_leg is Leg.CALLER else Leg.CALLER
-        dialog = self.centre_dialog if to_leg is Leg.CENTRE else self.caller_dialog
-        if dialog is None:
-            self.host.layer.send_response(tx, make_response(request, 491), now)
-            return
-        transport = self.centre_transport if to_leg is Leg.CENTRE else self.caller_transport
-        extra: list[tuple[str, str]] = []
-        for name, value in request.headers:
-            if name in legs.IN_DIALOG_PASS_THROUGH and name != "Content-Type":
-                extra.append((name, value))
-        out = dialog.create_request(
-            request.method, via=self.host.via(transport, new_branch()), extra=extra,
-            body=request.body, content_type=request.headers.get("Content-Type"),
-        )
-        if request.method in ("INVITE", "UPDATE"):
-            out.headers.add("Contact", self.host.contact(transport))
-        out_tx = self.host.layer.send_request(out, self._next_hop(dialog, transport), transport,
-                                              now)
-        self.host.bind_client_tx(out_tx, self)
-        self.relays[out_tx] = (from_leg, tx, request)
-
-    def _relay_in_dialog_response(self, relay: tuple[Leg, str, Request], response: Response,
-                                  now: float) -> None:
-        from_leg, server_tx, request = relay
-        if response.status == 100:
-            return
-        contact = None
-        if request.method in ("INVITE", "UPDATE") and response.status < 300:
-            transport = self.caller_transport if from_leg is Leg.CALLER else self.centre_transport
-            contact = self.host.contact(transport)
-        tag = parse_name_addr_shared(request.headers.get("To") or "", "To").tag or self.caller_tag
-        out = legs.relay_response(request, response, status=response.status, to_tag=tag,
-                                  contact=contact)
-        if request.method == "INVITE" and 200 <= response.status < 300:
-            # re-INVITE answered on the far leg: ACK it there now; the near leg's ACK ends
-            # at us (a B2BUA owns both dialogs, RFC 7092 §3.1).
-            self._ack_relayed_reinvite(from_leg, response, now)
-        self.host.layer.send_response(server_tx, out, now)
-
-    def _ack_relayed_reinvite(self, from_leg: Leg, response: Response, now: float) -> None:
-        far_leg = Leg.CENTRE if from_leg is Leg.CALLER else Leg.CALLER
-        dialog = self.centre_dialog if far_leg is Leg.CENTRE else self.caller_dialog
-        transport = self.centre_transport if far_leg is Leg.CENTRE else self.caller_transport
-        if dialog is None:
-            return
-        cseq, _ = parse_cseq(response.headers.get("CSeq") or "1 INVITE")
-        ack = dialog.create_ack(cseq, via=self.host.via(transport, new_branch()))
-        self.host.layer.send_ack(ack, self._next_hop(dialog, transport), transport, now)
+    def on_media_event(self, event: MediaEvent, now: float) -> None:
+        """An engine event for one of this call's legs (prompt finished, DTMF, latched)."""
+        call_ivr.on_media_event(self, event, now)
 
     # ----------------------------------------------------------------- helpers
 
-    def _centre_next_hop(self) -> tuple[str, int]:
-        if self.centre_dialog is None:
-            return self.centre_dest
-        return self._next_hop(self.centre_dialog, self.centre_transport)
+    def dialog(self, leg: Leg) -> Dialog | None:
+        return self.caller_dialog if leg is Leg.CALLER else self.centre_dialog
 
-    def _next_hop(self, dialog: Dialog, transport: str) -> tuple[str, int]:
-        host, port, _ = dialog.next_hop()
-        if host.startswith("["):
-            host = host[1:-1]
-        return host, port or 5060
+    def transport(self, leg: Leg) -> str:
+        return self.caller_transport if leg is Leg.CALLER else self.centre_transport
 
-    def _end(self, reason: TerminatedReason, now: float) -> None:
+    def end(self, reason: TerminatedReason, now: float) -> None:
+        """The call is over: record why, free its media, retire it (idempotent)."""
         if self.state is CallState.ENDED:
             return
         self.state = CallState.ENDED
         self.deadline = None
         self.record.end_reason = reason
         self.record.ended_at = now
+        if self.hunt is not None:
+            self.record.attempts = [a.summary() for a in self.hunt.attempts]
         if self.media is not None:
             self.media.release()
             self.host.unbind_media(self.media.leg_ids)
         self.host.call_ended(self, now)
+
+
+def _cancel_reason(end: AttemptEnd) -> str:
+    """RFC 3326 Reason on the CANCEL of an abandoned attempt (Q.850 causes)."""
+    if end is AttemptEnd.RING_TIMEOUT:
+        return legs.q850_reason(19, "No answer")
+    return legs.q850_reason(102, "Recovery on timer expiry")
 
 
 def _with_body(response: Response, sdp: bytes) -> None:
@@ -630,4 +607,3 @@ def _from_uri(request: Request) -> str:
         return parse_name_addr_shared(request.headers.get("From") or "", "From").uri
     except Exception:  # a malformed From never stops a call; records keep the raw text
         return request.headers.get("From") or ""
-

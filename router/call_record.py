@@ -59,6 +59,7 @@ class CallRecord:
     location_source: str = "default"
     table_version: str = ""
     centre_id: str | None = None
+    """The centre of the last attempt: the one that answered, if any."""
     centre_uri: str | None = None
     centre_call_id: str | None = None
     first_provisional_at: float | None = None
@@ -70,6 +71,10 @@ class CallRecord:
     centre_status: int | None = None
     """Final status the centre gave (may differ from what the caller got)."""
     end_reason: TerminatedReason | None = None
+    attempts: list[str] = field(default_factory=list)
+    """One line per destination tried, in order (``router.hunt.Attempt.summary``)."""
+    hunt_exhausted: bool = False
+    """Every destination failed: a critical outcome (logged and counted)."""
     notes: list[str] = field(default_factory=list)
 
     @property

@@ -60,15 +60,47 @@ class RoutingSettings(_Section):
     """Centre for a 113 call with no usable location (missing or unknown municipality)."""
     default_centre_116117: str = "LVS-0301"
     """Centre for a 116117 call with no usable location."""
-    ring_timeout_113_s: float = Field(60.0, gt=0)
-    """Give up on a centre that has not answered a 113 call after this long (failover: later)."""
+    ring_timeout_113_s: float = Field(120.0, gt=0)
+    """The whole hunt for a 113 call (every attempt, both passes) ends after this long."""
     ring_timeout_116117_s: float = Field(300.0, gt=0)
+    """The whole hunt for a 116117 call ends after this long."""
 
     def default_centre(self, service: Service) -> str:
         return self.default_centre_113 if service is Service.AMK else self.default_centre_116117
 
     def ring_timeout_s(self, service: Service) -> float:
         return self.ring_timeout_113_s if service is Service.AMK else self.ring_timeout_116117_s
+
+
+class FailoverSettings(_Section):
+    """Per-attempt timers of the hunt along a centre's destination plan (``router/hunt.py``)."""
+
+    first_response_s: float = Field(2.0, gt=0)
+    """No provisional response (not even 100) from a centre within this long: next one."""
+    attempt_ring_113_s: float = Field(20.0, gt=0)
+    """A 113 centre ringing this long without answering: CANCEL it, next destination."""
+    attempt_ring_116117_s: float = Field(120.0, gt=0)
+    """A legevaktsentral ringing this long without answering: next destination."""
+    final_codes: list[int] = []
+    """Final statuses (300-699) relayed to the caller at once instead of failing over."""
+    retry_plan_113: bool = True
+    """113: when every destination failed, walk the whole plan once more."""
+    retry_plan_116117: bool = False
+
+    @field_validator("final_codes")
+    @classmethod
+    def _final_codes_are_failures(cls, value: list[int]) -> list[int]:
+        bad = [code for code in value if not 300 <= code <= 699]
+        if bad:
+            raise ValueError(f"final_codes must be 300-699, got {bad}")
+        return value
+
+    def attempt_ring_s(self, service: Service) -> float:
+        return self.attempt_ring_113_s if service is Service.AMK else self.attempt_ring_116117_s
+
+    def passes(self, service: Service) -> int:
+        retry = self.retry_plan_113 if service is Service.AMK else self.retry_plan_116117
+        return 2 if retry else 1
 
 
 class TrunkSettings(_Section):
@@ -154,6 +186,7 @@ class NodruteSettings(BaseSettings):
 
     sip: SipSettings = SipSettings()
     routing: RoutingSettings = RoutingSettings()
+    failover: FailoverSettings = FailoverSettings()
     trunks: list[TrunkSettings] = [TrunkSettings(name="default")]
     log: LogSettings = LogSettings()
     database: DatabaseSettings = DatabaseSettings()

@@ -52,6 +52,17 @@ class NodeMetrics:
             "nodrute_calls", "Calls ended, by service and outcome.", ["service", "outcome"],
             registry=r,
         )  # fmt: skip
+        self.failovers = Counter(
+            "nodrute_failover",
+            "Hunt steps: an attempt at from_centre ended without an answer (reason) and the "
+            "call went on to to_centre ('none': nothing left).",
+            ["service", "from_centre", "to_centre", "reason"], registry=r,
+        )  # fmt: skip
+        self.hunts_exhausted = Counter(
+            "nodrute_hunt_exhausted",
+            "CRITICAL: calls for which every destination of the plan failed.", ["service"],
+            registry=r,
+        )  # fmt: skip
         # Centre health (router/health.py): one series per centre URI of the table (~120).
         self.destination_up = Gauge(
             "nodrute_destination_up",
@@ -98,6 +109,15 @@ class NodeMetrics:
     def call_ended(self, record: CallRecord) -> None:
         """The B2BUA's ``on_call_ended`` hook."""
         self.calls.labels(service=record.service, outcome=record.outcome.value).inc()
+
+    def failover(self, service: str, from_centre: str, to_centre: str, reason: str) -> None:
+        """The B2BUA's ``on_failover`` hook."""
+        self.failovers.labels(service=service, from_centre=from_centre, to_centre=to_centre,
+                              reason=reason).inc()
+
+    def hunt_exhausted(self, service: str) -> None:
+        """The B2BUA's ``on_hunt_exhausted`` hook."""
+        self.hunts_exhausted.labels(service=service).inc()
 
     # ------------------------------------------------------------------ centre health
 

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import csv
 import itertools
+import shutil
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -38,6 +39,28 @@ SDP_ANSWER = (
 @pytest.fixture(scope="session")
 def snapshot() -> RoutingSnapshot:
     return load_snapshot(default_table_dir())
+
+
+def table_without_fallbacks(target: Path) -> Path:
+    """The sample table with no backup centres and no overflow: every plan is one centre."""
+    target.mkdir(parents=True, exist_ok=True)
+    source = default_table_dir()
+    with (source / "centres.csv").open(encoding="utf-8-sig") as f:
+        rows = list(csv.DictReader(f))
+    with (target / "centres.csv").open("w", encoding="utf-8", newline="") as f:
+        writer = csv.DictWriter(f, fieldnames=list(rows[0]))
+        writer.writeheader()
+        writer.writerows({**row, "backup_centre_id": ""} for row in rows)
+    shutil.copy(source / "municipalities.csv", target / "municipalities.csv")
+    version = (source / "version.toml").read_text(encoding="utf-8")
+    (target / "version.toml").write_text(version.split("[overflow]")[0], encoding="utf-8")
+    return target
+
+
+@pytest.fixture(scope="session")
+def lone_snapshot(tmp_path_factory: pytest.TempPathFactory) -> RoutingSnapshot:
+    """A snapshot where each centre is its own whole destination plan."""
+    return load_snapshot(table_without_fallbacks(tmp_path_factory.mktemp("lone-table")))
 
 
 @pytest.fixture(scope="session")
@@ -106,6 +129,24 @@ class Harness:
 
     def next_id(self) -> int:
         return next(self._ids)
+
+
+def caller_cancel(n: int, reason: str | None = None) -> bytes:
+    """The carrier's CANCEL for ``caller_invite(n)`` (§9.1: same branch, CSeq number, tags)."""
+    head = caller_invite(n).decode().split("\r\n\r\n")[0].split("\r\n")
+    keep = [line for line in head[1:]
+            if line.split(":")[0] in ("Via", "Max-Forwards", "From", "To", "Call-ID")]
+    lines = ["CANCEL sip:113@127.0.0.1 SIP/2.0", *keep, "CSeq: 1 CANCEL"]
+    if reason:
+        lines.append(f"Reason: {reason}")
+    return ("\r\n".join([*lines, "Content-Length: 0"]) + "\r\n\r\n").encode()
+
+
+def dest_of(uri: str) -> tuple[str, int]:
+    """Host and port of a ``sip:user@host:port`` URI (the sample table's centre URIs)."""
+    hostport = uri.split("@", 1)[1].split(";", 1)[0]
+    host, port = hostport.rsplit(":", 1)
+    return host, int(port)
 
 
 def _is(message: Request | Response, kind: str | int) -> bool:

@@ -2,6 +2,6 @@
 
 from __future__ import annotations
 
-from b2bua_harness import centre_uris, harness, snapshot, table_rows
+from b2bua_harness import centre_uris, harness, lone_snapshot, snapshot, table_rows
 
-__all__ = ["centre_uris", "harness", "snapshot", "table_rows"]
+__all__ = ["centre_uris", "harness", "lone_snapshot", "snapshot", "table_rows"]

@@ -8,8 +8,10 @@ from b2bua_harness import (
     SDP_ANSWER,
     SDP_OFFER,
     Harness,
+    caller_cancel,
     caller_invite,
     centre_request,
+    dest_of,
     in_dialog_request,
     make_harness,
     response_to,
@@ -17,26 +19,9 @@ from b2bua_harness import (
 
 from municipality_map import RoutingSnapshot
 from router.call_record import Outcome, TerminatedReason
-from router.config import NodruteSettings, RoutingSettings
+from router.config import FailoverSettings, NodruteSettings, RoutingSettings
 from sip.headers import NameAddr
 from sip.message import Request, Response
-
-
-def caller_cancel(n: int, reason: str | None = None) -> bytes:
-    """The carrier's CANCEL for ``caller_invite(n)`` (§9.1: same branch, CSeq number, tags)."""
-    head = caller_invite(n).decode().split("\r\n\r\n")[0].split("\r\n")
-    keep = [line for line in head[1:]
-            if line.split(":")[0] in ("Via", "Max-Forwards", "From", "To", "Call-ID")]
-    lines = ["CANCEL sip:113@127.0.0.1 SIP/2.0", *keep, "CSeq: 1 CANCEL"]
-    if reason:
-        lines.append(f"Reason: {reason}")
-    return ("\r\n".join([*lines, "Content-Length: 0"]) + "\r\n\r\n").encode()
-
-
-def dest_of(uri: str) -> tuple[str, int]:
-    hostport = uri.split("@", 1)[1].split(";", 1)[0]
-    host, port = hostport.rsplit(":", 1)
-    return host, int(port)
 
 
 def start_call(h: Harness, n: int, **kwargs: object) -> tuple[Request, Response]:
@@ -168,9 +153,11 @@ def test_cancel_racing_the_answer_releases_the_centre(harness: Harness) -> None:
 
 @pytest.mark.parametrize(("centre_status", "caller_status"),
                          [(486, 486), (503, 503), (603, 603), (302, 480), (407, 503)])
-def test_centre_rejection_is_mapped_back_with_reason(
-        harness: Harness, centre_status: int, caller_status: int) -> None:
-    h = harness
+def test_a_final_code_from_the_centre_is_mapped_back_with_reason(
+        snapshot: RoutingSnapshot, centre_status: int, caller_status: int) -> None:
+    # [failover] final_codes: relayed at once, no further destination tried.
+    h = make_harness(snapshot, NodruteSettings(
+        failover=FailoverSettings(final_codes=[centre_status])))
     centre_invite, _ = start_call(h, 5)
     dest = dest_of(centre_invite.uri)
     h.feed(response_to(centre_invite, centre_status), source=dest)
@@ -182,8 +169,11 @@ def test_centre_rejection_is_mapped_back_with_reason(
     assert h.records[0].end_reason is TerminatedReason.CENTRE_REJECTED
 
 
-def test_silent_centre_times_out_with_408(harness: Harness) -> None:
-    h = harness
+def test_silent_centre_times_out_with_408_when_it_is_the_only_destination(
+        lone_snapshot: RoutingSnapshot) -> None:
+    # first_response_s longer than Timer B: the transaction's own timeout ends the attempt.
+    h = make_harness(lone_snapshot, NodruteSettings(failover=FailoverSettings(
+        first_response_s=60, retry_plan_113=False)))
     centre_invite, _ = start_call(h, 6)
     dest = dest_of(centre_invite.uri)
     h.advance(31.6)
@@ -193,6 +183,7 @@ def test_silent_centre_times_out_with_408(harness: Harness) -> None:
     h.advance(0.5)  # Timer B = 64*T1 = 32 s
     assert h.take_one(408, CARRIER)
     assert h.records[0].end_reason is TerminatedReason.CENTRE_TIMEOUT
+    assert h.records[0].hunt_exhausted
 
 
 def test_ringing_without_answer_hits_the_ring_timeout(snapshot: RoutingSnapshot) -> None:

@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from b2bua_harness import CARRIER, caller_invite, make_harness, response_to
+from b2bua_harness import CARRIER, caller_invite, dest_of, make_harness, response_to
 
 from municipality_map import RoutingSnapshot, default_table_dir, load_snapshot
 from municipality_map.crosswalk import Crosswalk
@@ -357,14 +357,24 @@ async def test_a_call_in_progress_keeps_its_table_new_calls_take_the_new_one(
     assert isinstance(second, Request)
     assert second.uri == tables[2].centres["AMK-INNLANDET"].uris[0]
 
-    # The first call finishes on the table it started with.
+    # The first call finishes on the table it started with: its failover too.
     oslo = ("127.0.0.1", 5110)
     h.feed(response_to(first, 486), source=oslo)
-    assert h.take_one(486, CARRIER)
+    plan = tables[1].plan_for("AMK-OSLO")
+    assert plan is not None and len(plan) > 1
+    backup = h.take_one("INVITE").message
+    assert isinstance(backup, Request) and backup.uri == plan.destinations[1].uri
+    h.feed(response_to(backup, 603), source=dest_of(backup.uri))
+    while (more := [s.message for s in h.outbox if isinstance(s.message, Request)
+                    and s.message.method == "INVITE"]):
+        h.take()
+        h.feed(response_to(more[0], 603), source=dest_of(more[0].uri))
+    assert h.take_one(603, CARRIER)
     [record] = h.records
     assert record.call_id == "call1@carrier.example"
     assert record.table_version == "v1-oslo"
-    assert record.centre_id == "AMK-OSLO"
+    assert record.attempts[0].startswith("AMK-OSLO ")
+    assert all(centre.split()[0] in tables[1].centres for centre in record.attempts)
     await manager.close()
 
 
