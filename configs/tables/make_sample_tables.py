@@ -39,14 +39,16 @@ DEFAULT_DATA_DIR = REPO_ROOT.parent / "shared" / "data"
 TABLE_DIR = REPO_ROOT / "configs" / "tables" / "sample-2024"
 PACKAGE_DATA_DIR = REPO_ROOT / "municipality_map" / "data"
 
-# Reference files the product needs at run time (validation, the old-code crosswalk and the
-# municipality boundaries for point -> municipality, municipality_map/geo.py).
+# Reference files the product needs at run time (validation, the old-code crosswalk, the
+# municipality boundaries for point -> municipality, municipality_map/geo.py, and the postcodes
+# for civic address -> municipality, municipality_map/postcodes.py).
 PACKAGE_DATA_FILES = (
     "kommuner_2024.csv",
     "kommuner_2020.csv",
     "kommune_crosswalk_2017_2023_to_2024.csv",
     "kommune_special_codes.csv",
     "kommuner_2024_S.geojson",
+    "postnummer_2024.csv",
 )
 
 # Codes used by Bring/Kartverket for places outside SSB's municipality list. 9999 ("unknown")
@@ -335,6 +337,9 @@ send after a reform (the 2017-2023 crosswalk).
 - `kommuner_2024_S.geojson`: simplified boundaries of the 357 municipalities of 2024 (WGS 84
   lon/lat, clipped to the coastline, no Svalbard or Jan Mayen), for point -> municipality
   (`municipality_map/geo.py`).
+- `postnummer_2024.csv`: the 5137 Norwegian postcodes with their municipality (2024 numbers)
+  and category (G street addresses, B both, P PO boxes, S service codes), for civic address
+  postcode -> municipality (`municipality_map/postcodes.py`).
 
 ## Attribution and licence
 
@@ -343,6 +348,7 @@ Creative Commons Attribution 4.0 International (CC BY 4.0,
 https://creativecommons.org/licenses/by/4.0/). The crosswalk is derived from SSB's change
 records; the special codes 2100 and 2211 are those used in Bring's postnummerregister.
 Municipality boundaries (`kommuner_2024_S.geojson`): © Kartverket, CC BY 4.0, simplified.
+Postcodes (`postnummer_2024.csv`): Bring (Posten Norge AS) postnummerregister, 2024 edition.
 
 ## Checksums (SHA-256)
 
