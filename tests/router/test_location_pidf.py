@@ -7,6 +7,9 @@ Expected centroids are worked out by hand in the comments, not by the code under
 from __future__ import annotations
 
 import math
+import re
+from pathlib import Path
+from xml.etree import ElementTree
 
 import pytest
 
@@ -633,3 +636,64 @@ def test_location_info_is_looked_for_only_where_pidf_puts_it() -> None:
     found = only_points(nested)
     assert found.points == ()
     assert found.problems == ("PIDF-LO without location-info",)
+
+
+# --- the SIPp scenarios send what this parser reads -------------------------------------------
+
+LOADTESTS = Path(__file__).resolve().parents[2] / "loadtests"
+
+
+def injection_rows(name: str) -> list[list[str]]:
+    lines = (LOADTESTS / "data" / name).read_text(encoding="utf-8").splitlines()
+    return [line.split(";") for line in lines[1:] if line and not line.startswith("#")]
+
+
+def render_invite(scenario: str, fields: list[str]) -> Request:
+    """The scenario's INVITE as SIPp 3.6 sends it: lines trimmed, CRLF, keywords filled in, a
+    line that expands to nothing dropped, [len] the body's length in bytes."""
+    root = ElementTree.parse(LOADTESTS / "scenarios" / scenario).getroot()
+    send = root.find("send")
+    assert send is not None and send.text
+    values = {f"field{i}": value for i, value in enumerate(fields)}
+    values.update({"local_ip": "127.0.0.1", "remote_ip": "127.0.0.1", "local_port": "5070",
+                   "remote_port": "5060", "transport": "UDP", "pid": "42", "call_number": "7",
+                   "call_id": "7-42@127.0.0.1", "media_ip": "127.0.0.1", "media_port": "6000",
+                   "local_ip_type": "4", "media_ip_type": "4",
+                   "$kommune_header": f"X-Kommunenummer: {fields[1]}" if fields[1] else ""})
+    lines: list[str] = []
+    for raw in send.text.strip().splitlines():
+        line = raw.strip()
+        expanded = re.sub(r"\[([$\w]+)\]", lambda m: values.get(m[1], m[0]), line)
+        if line and not expanded:
+            continue
+        lines.append(expanded)
+    head, _, body = "\r\n".join(lines).partition("\r\n\r\n")
+    data = body.encode()
+    message = parse_message(head.replace("[len]", str(len(data))).encode() + b"\r\n\r\n" + data)
+    assert isinstance(message, Request)
+    return message
+
+
+@pytest.mark.parametrize("fields", injection_rows("calls_pidf_circle.csv"), ids=lambda f: f[2])
+def test_uac_pidf_circle_scenario_sends_a_circle(fields: list[str]) -> None:
+    found = parse_geolocation(render_invite("uac_pidf_circle.xml", fields))
+    assert found.problems == ()
+    assert found.point is not None
+    assert (found.point.lat, found.point.lon, found.point.radius_m, found.point.shape) == (
+        float(fields[3]), float(fields[4]), float(fields[5]), Shape.CIRCLE)
+
+
+@pytest.mark.parametrize("fields", injection_rows("calls_pidf_civic.csv"), ids=lambda f: f[2])
+def test_uac_pidf_civic_scenario_sends_a_postcode_without_coordinates(fields: list[str]) -> None:
+    found = parse_geolocation(render_invite("uac_pidf_civic.xml", fields))
+    assert found.problems == ()
+    assert found.points == ()
+    assert [(c.postcode, c.city, c.country) for c in found.civic] == [
+        (fields[3], fields[4], "NO")]
+
+
+@pytest.mark.parametrize("fields", injection_rows("calls_pidf.csv"), ids=lambda f: f[2])
+def test_uac_pidf_lo_scenario_sends_a_point(fields: list[str]) -> None:
+    found = parse_geolocation(render_invite("uac_pidf_lo.xml", fields))
+    assert found.point is not None
+    assert (found.point.lat, found.point.lon) == (float(fields[3]), float(fields[4]))
