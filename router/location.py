@@ -64,7 +64,7 @@ class LocationLimits:
     max_body_parts: int = 8
     """MIME parts looked at, nested ones included; further parts are ignored."""
     max_multipart_depth: int = 2
-    """Nesting of multipart bodies (RFC 5621 §3 allows nesting; two levels is plenty)."""
+    """Nesting of multipart bodies (RFC 5621 allows nesting; two levels is plenty)."""
     max_location_values: int = 8
     """``Geolocation`` locationValues read (RFC 6442 §4.1 allows a list)."""
     max_uri_chars: int = 256

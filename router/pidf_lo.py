@@ -6,7 +6,7 @@ Pure and side-effect free: bytes in, frozen dataclasses out. Knows XML and GML, 
 What is read:
 
 * every ``gp:location-info`` element of a ``presence`` document (in a tuple, a ``dm:device`` or a
-  ``dm:person``; RFC 4119 §2.2.1, RFC 4479), in document order;
+  ``dm:person``; RFC 4119, RFC 4479), in document order;
 * its GML shapes (RFC 5491 §5.2) in WGS 84 only — ``urn:ogc:def:crs:EPSG::4326`` (2D, *lat lon*)
   and ``urn:ogc:def:crs:EPSG::4979`` (3D, *lat lon alt*) — each reduced to one :class:`GeoPoint`:
   Point and Circle/Sphere as given, Ellipse/Ellipsoid by their centre, Polygon/Prism by the
@@ -25,22 +25,21 @@ from __future__ import annotations
 import enum
 import math
 import re
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator
 from dataclasses import dataclass
 from xml.etree.ElementTree import Element, ParseError
 
 import defusedxml.ElementTree as SafeET
 from defusedxml import DefusedXmlException
 
+from router.geoshape import arc_band_centroid, polygon_centroid
+
 PIDF_NS = "urn:ietf:params:xml:ns:pidf"
 GEOPRIV_NS = "urn:ietf:params:xml:ns:pidf:geopriv10"
 GML_NS = "http://www.opengis.net/gml"
 GEOSHAPE_NS = "http://www.opengis.net/pidflo/1.0"
 CIVIC_NS = "urn:ietf:params:xml:ns:pidf:geopriv10:civicAddr"  # RFC 5139
-CIVIC_LOC_NS = "urn:ietf:params:xml:ns:pidf:geopriv10:civicLoc"  # RFC 4119 §2.2.1 (superseded)
-
-EARTH_RADIUS_M = 6_371_008.8
-"""Mean Earth radius (IUGG); distances here are local (equirectangular) approximations."""
+CIVIC_LOC_NS = "urn:ietf:params:xml:ns:pidf:geopriv10:civicLoc"  # RFC 4119 (superseded)
 
 MAX_LENGTH_M = 20_000_000.0
 """A radius or axis longer than half the Earth's circumference is garbage, not uncertainty."""
@@ -158,7 +157,7 @@ def parse_pidf(data: bytes, *, max_tags: int = MAX_XML_TAGS,
 
 
 _LOCATION_INFO = f"{{{GEOPRIV_NS}}}location-info"
-# presence/tuple/status/gp:geopriv/gp:location-info (RFC 4119 §2.2.1) is the deepest place.
+# presence/tuple/status/gp:geopriv/gp:location-info (RFC 4119) is the deepest place.
 _LOCATION_INFO_MAX_DEPTH = 5
 
 
@@ -178,7 +177,7 @@ def _location_infos(root: Element) -> Iterator[Element]:
 
 
 def _location_elements(root: Element) -> Iterator[Element]:
-    """The children of every ``gp:location-info``, in document order (RFC 4119 §2.2.1)."""
+    """The children of every ``gp:location-info``, in document order (RFC 4119)."""
     for info in _location_infos(root):
         for child in info:
             # RFC 4119's first examples wrap the shape in gml:location; RFC 5491 drops it.
@@ -204,7 +203,7 @@ def _number(text: str, what: str) -> float:
     return value
 
 
-# RFC 5491 §5.1: EPSG URNs; the version between the colons may be empty (latest) or given.
+# RFC 5491 §5: EPSG URNs; the version between the colons may be empty (latest) or given.
 _CRS = re.compile(r"urn:ogc:def:crs:epsg:[0-9.]*:(4326|4979)|"
                   r"https?://www\.opengis\.net/def/crs/epsg/0/(4326|4979)")
 _METRE = re.compile(r"urn:ogc:def:uom:epsg:[0-9.]*:9001")
@@ -299,7 +298,7 @@ def _centre(element: Element, dimensions: int, shape: str) -> Position:
 
 
 def _ring(polygon: Element, dimensions: int, shape: str) -> list[Position]:
-    """The exterior ring of a ``gml:Polygon`` (interiors are not used, RFC 5491 §5.2.2)."""
+    """The exterior ring of a ``gml:Polygon`` (interiors are not used)."""
     ring = polygon.find(f"{{{GML_NS}}}exterior/{{{GML_NS}}}LinearRing")
     if ring is None:
         raise _Ignored(f"{shape} without exterior LinearRing")
@@ -354,7 +353,7 @@ def _ellipse(element: Element, dimensions: int, shape: Shape) -> GeoPoint:
 
 
 def _polygon(element: Element, dimensions: int, shape: Shape) -> GeoPoint:
-    if shape is Shape.PRISM:  # RFC 5491 §5.2.8: a 3D polygon base; the CRS is the prism's
+    if shape is Shape.PRISM:  # RFC 5491 §5.2: a 3D polygon base; the CRS is the prism's
         base = element.find(f"{{{GEOSHAPE_NS}}}base/{{{GML_NS}}}Polygon")
         if base is None:
             raise _Ignored("Prism without base Polygon")
@@ -389,75 +388,6 @@ _SHAPES = {
     (GEOSHAPE_NS, "ArcBand"): (Shape.ARC_BAND, _arc_band),
     (GEOSHAPE_NS, "Prism"): (Shape.PRISM, _polygon),
 }
-
-
-# --- geometry (local, equirectangular: fine for shapes of a few tens of km) --------------------
-
-def _to_metres(lat0: float, lon0: float, lat: float, lon: float) -> tuple[float, float]:
-    d_lon = (lon - lon0 + 180.0) % 360.0 - 180.0  # across the antimeridian the short way
-    x = math.radians(d_lon) * EARTH_RADIUS_M * math.cos(math.radians(lat0))
-    y = math.radians(lat - lat0) * EARTH_RADIUS_M
-    return x, y
-
-
-def _from_metres(lat0: float, lon0: float, x: float, y: float) -> tuple[float, float]:
-    lat = lat0 + math.degrees(y / EARTH_RADIUS_M)
-    cos_lat0 = max(math.cos(math.radians(lat0)), 1e-9)
-    lon = lon0 + math.degrees(x / (EARTH_RADIUS_M * cos_lat0))
-    lon = (lon + 180.0) % 360.0 - 180.0
-    return max(-90.0, min(90.0, lat)), lon
-
-
-def polygon_centroid(ring: Sequence[tuple[float, float]]) -> tuple[float, float, float]:
-    """Area centroid of a simple polygon given as (lat, lon) vertices, and the distance in
-    metres from it to the farthest vertex (RFC 5491 §6.1 reduces a polygon to its centroid).
-
-    Computed in a plane tangent at the first vertex; a degenerate (zero-area) ring falls back
-    to the mean of its vertices.
-    """
-    lat0, lon0 = ring[0]
-    xy = [_to_metres(lat0, lon0, lat, lon) for lat, lon in ring]
-    area2 = cx = cy = 0.0
-    for (x1, y1), (x2, y2) in zip(xy, xy[1:] + xy[:1], strict=True):
-        cross = x1 * y2 - x2 * y1
-        area2 += cross
-        cx += (x1 + x2) * cross
-        cy += (y1 + y2) * cross
-    if abs(area2) > 1e-6:
-        cx, cy = cx / (3.0 * area2), cy / (3.0 * area2)
-    else:
-        cx, cy = sum(p[0] for p in xy) / len(xy), sum(p[1] for p in xy) / len(xy)
-    radius = max(math.hypot(x - cx, y - cy) for x, y in xy)
-    lat, lon = _from_metres(lat0, lon0, cx, cy)
-    return lat, lon, radius
-
-
-def arc_band_centroid(lat: float, lon: float, inner_m: float, outer_m: float, start_rad: float,
-                      opening_rad: float) -> tuple[float, float, float]:
-    """Centroid of an arc band (RFC 5491 §5.2.5: angles clockwise from north) and the distance
-    from it to the band's farthest point.
-
-    The centroid of an annular sector lies on its bisector at
-    ``2/3 * (R**3 - r**3)/(R**2 - r**2) * sin(a/2)/(a/2)`` from the centre (``a`` the opening
-    angle, ``r``/``R`` the inner/outer radius).
-    """
-    half = opening_rad / 2.0
-    if outer_m - inner_m > 1e-9:
-        mean_r = (2.0 / 3.0) * (outer_m**3 - inner_m**3) / (outer_m**2 - inner_m**2)
-    else:
-        mean_r = outer_m
-    distance = mean_r * math.sin(half) / half
-    bearing = start_rad + half
-    cx, cy = distance * math.sin(bearing), distance * math.cos(bearing)
-    # Farthest point of the band from its centroid lies on one of the two arcs: sample them.
-    steps = 16
-    radius = 0.0
-    for i in range(steps + 1):
-        theta = start_rad + opening_rad * i / steps
-        for r in (inner_m, outer_m):
-            radius = max(radius, math.hypot(r * math.sin(theta) - cx, r * math.cos(theta) - cy))
-    c_lat, c_lon = _from_metres(lat, lon, cx, cy)
-    return c_lat, c_lon, radius
 
 
 # --- civic addresses --------------------------------------------------------------------------

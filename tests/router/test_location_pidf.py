@@ -42,7 +42,7 @@ DEGREE = 'uom="urn:ogc:def:uom:EPSG::9102"'
 
 
 def pidf(*location: str, prolog: str = '<?xml version="1.0" encoding="UTF-8"?>') -> bytes:
-    """A PIDF-LO document (RFC 5491 §3 layout: device / geopriv / location-info)."""
+    """A PIDF-LO document (RFC 5491 layout: device / geopriv / location-info)."""
     return (
         f'{prolog}\n<presence {NS} entity="pres:caller@example.com">\n'
         f' <dm:device id="handset"><gp:geopriv>\n'
@@ -157,7 +157,7 @@ def test_circle_radius_not_in_metres_is_ignored(uom: str) -> None:
     assert any("not in metres" in p for p in found.problems)
 
 
-RFC5491_HEXAGON = [  # A F E D C B A, RFC 5491 §5.2.2
+RFC5491_HEXAGON = [  # A F E D C B A, the RFC 5491 §5.2 polygon example
     "43.311 -73.422", "43.111 -73.322", "43.111 -73.222", "43.311 -73.122",
     "43.411 -73.222", "43.411 -73.322", "43.311 -73.422",
 ]
@@ -236,7 +236,8 @@ def test_rfc5491_sphere_and_ellipsoid_are_3d() -> None:
 
 
 def test_rfc5491_prism_by_centroid_of_its_base() -> None:
-    # RFC 5491 §5.2.8: a 0.1° x 0.1° square base at 36.6 m; centre 42.606844 -73.298157
+    # the RFC 5491 §5.2 prism example: a 0.1° x 0.1° square base at 36.6 m;
+    # its centre is 42.606844 -73.298157
     base = ("42.556844 -73.248157 36.6 42.656844 -73.248157 36.6 "
             "42.656844 -73.348157 36.6 42.556844 -73.348157 36.6 "
             "42.556844 -73.248157 36.6")
@@ -628,7 +629,7 @@ def test_polygon_with_too_many_positions_is_ignored() -> None:
 
 
 def test_location_info_is_looked_for_only_where_pidf_puts_it() -> None:
-    # RFC 4119 §2.2.1: presence/tuple/status/geopriv/location-info; deeper is not a location
+    # RFC 4119: presence/tuple/status/geopriv/location-info; deeper is not a location
     document = pidf(point("59.9 10.7"))
     nested = document.replace(b"<gp:geopriv>", b"<x>" * 10 + b"<gp:geopriv>").replace(
         b"</gp:geopriv>", b"</gp:geopriv>" + b"</x>" * 10)
