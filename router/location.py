@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Iterable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from urllib.parse import unquote
 
 from router.pidf_lo import (
@@ -91,7 +91,7 @@ class LocationEvidence:
     routing_allowed: bool | None = None
     """``Geolocation-Routing`` (RFC 6442 §4.2): ``yes`` → True, ``no`` → False, absent or
     unrecognised → None. Whether an emergency call honours ``no`` is policy, not parsing."""
-    problems: tuple[str, ...] = field(default=())
+    problems: tuple[str, ...] = ()
     """Short reasons why something was ignored, for logs and the call record."""
 
     @property
