@@ -17,6 +17,7 @@ from pathlib import Path
 import pytest
 from router_process import TABLE_DIR, write_router_config
 from sipp_harness import REPO, SippFleet, TracedMessage, free_port, write_injection_file
+from table_fixtures import strip_fallbacks
 
 sys.path.insert(0, str(REPO / "loadtests"))
 from bench import write_bench_table
@@ -35,10 +36,11 @@ RouterFactory = Callable[..., Router]
 @pytest.fixture
 def kit_router(tmp_path: Path) -> Iterator[RouterFactory]:
     """Start ``nodrute serve`` on a free port with a table copy in which AMK-OSLO listens on
-    ``oslo_port``; extra environment (e.g. a short T1) as keyword arguments."""
+    ``oslo_port`` (``lone``: with no backup or overflow centre); extra environment (e.g. a
+    short T1) as keyword arguments."""
     stack: list[object] = []
 
-    def start(oslo_port: int, **env: str) -> Router:
+    def start(oslo_port: int, *, lone: bool = False, **env: str) -> Router:
         from bench import BenchCentre
 
         workdir = tmp_path / f"router-{len(stack)}"
@@ -46,6 +48,8 @@ def kit_router(tmp_path: Path) -> Iterator[RouterFactory]:
         table = write_bench_table(
             TABLE_DIR, workdir / "table", [BenchCentre("AMK-OSLO", "113", oslo_port)]
         )
+        if lone:  # AMK-OSLO is its own whole plan: its failures reach the caller
+            strip_fallbacks(table)
         port = PortPool().take()
         config = write_router_config(workdir / "nodrute.toml", port, table)
         context = running_router(config, workdir, port, table, env)
@@ -73,7 +77,7 @@ def test_bench_short_run_writes_documented_json(tmp_path: Path) -> None:
     out = tmp_path / "results"
     result = subprocess.run(
         [sys.executable, str(BENCH), "--rates", "50", "--step-s", "2", "--router-port", "0",
-         "--held-rate", "50", "--held-hold-s", "1", "--out", str(out)],
+         "--held-rate", "50", "--held-hold-s", "1", "--out", str(out), "--only", "calls"],
         cwd=REPO, capture_output=True, text=True, timeout=240, check=False,
     )  # fmt: skip
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
@@ -153,12 +157,12 @@ def test_bench_kamailio_baseline_routes_by_municipality(tmp_path: Path) -> None:
     [("uas_busy.xml", "uac_expect_486.xml", 486),
      ("uas_unavailable.xml", "uac_expect_503.xml", 503)],
 )  # fmt: skip
-def test_centre_rejection_reaches_the_caller(
+def test_rejection_by_the_only_destination_reaches_the_caller(
     sipp: SippFleet, kit_router: RouterFactory, tmp_path: Path,
     centre_scenario: str, caller_scenario: str, status: int,
 ) -> None:  # fmt: skip
     oslo = free_port()
-    router = kit_router(oslo)
+    router = kit_router(oslo, lone=True, NODRUTE__FAILOVER__RETRY_PLAN_113="false")
     centre = sipp.start_uas(centre_scenario, "AMK-OSLO", oslo, calls=1)
     result = sipp.run_uac(
         caller_scenario, router.port, injection_file=write_injection_file(
@@ -170,11 +174,13 @@ def test_centre_rejection_reaches_the_caller(
     assert len(centre.received_invites()) == 1
 
 
-def test_silent_centre_gives_the_caller_408_after_timer_b(
+def test_silent_only_destination_gives_the_caller_408_after_timer_b(
     sipp: SippFleet, kit_router: RouterFactory, tmp_path: Path
 ) -> None:
     oslo = free_port()
-    router = kit_router(oslo, NODRUTE__SIP__T1_S="0.05")  # Timer B = 64 * T1 = 3.2 s
+    router = kit_router(oslo, lone=True, NODRUTE__SIP__T1_S="0.05",  # Timer B = 3.2 s
+                        NODRUTE__FAILOVER__FIRST_RESPONSE_S="60",
+                        NODRUTE__FAILOVER__RETRY_PLAN_113="false")
     centre = sipp.start_uas("uas_no_response.xml", "AMK-OSLO", oslo)
     result = sipp.run_uac(
         "uac_expect_408.xml", router.port, injection_file=write_injection_file(

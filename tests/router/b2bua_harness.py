@@ -13,6 +13,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import pytest
+from table_fixtures import strip_fallbacks
 
 from municipality_map import RoutingSnapshot, default_table_dir, load_snapshot
 from router.b2bua import B2bua
@@ -42,25 +43,15 @@ def snapshot() -> RoutingSnapshot:
 
 
 def table_without_fallbacks(target: Path) -> Path:
-    """The sample table with no backup centres and no overflow: every plan is one centre."""
-    target.mkdir(parents=True, exist_ok=True)
-    source = default_table_dir()
-    with (source / "centres.csv").open(encoding="utf-8-sig") as f:
-        rows = list(csv.DictReader(f))
-    with (target / "centres.csv").open("w", encoding="utf-8", newline="") as f:
-        writer = csv.DictWriter(f, fieldnames=list(rows[0]))
-        writer.writeheader()
-        writer.writerows({**row, "backup_centre_id": ""} for row in rows)
-    shutil.copy(source / "municipalities.csv", target / "municipalities.csv")
-    version = (source / "version.toml").read_text(encoding="utf-8")
-    (target / "version.toml").write_text(version.split("[overflow]")[0], encoding="utf-8")
-    return target
+    """A copy of the sample table with no backup centres and no overflow."""
+    shutil.copytree(default_table_dir(), target)
+    return strip_fallbacks(target)
 
 
 @pytest.fixture(scope="session")
 def lone_snapshot(tmp_path_factory: pytest.TempPathFactory) -> RoutingSnapshot:
     """A snapshot where each centre is its own whole destination plan."""
-    return load_snapshot(table_without_fallbacks(tmp_path_factory.mktemp("lone-table")))
+    return load_snapshot(table_without_fallbacks(tmp_path_factory.mktemp("lone") / "table"))
 
 
 @pytest.fixture(scope="session")
