@@ -63,6 +63,8 @@ class LocationLimits:
     """A PIDF-LO document with more ``=`` than this is not parsed."""
     max_body_parts: int = 8
     """MIME parts looked at, nested ones included; further parts are ignored."""
+    max_pidf_documents: int = 2
+    """PIDF-LO documents parsed per request (one is usual); further ones are ignored."""
     max_multipart_depth: int = 2
     """Nesting of multipart bodies (RFC 5621 allows nesting; two levels is plenty)."""
     max_location_values: int = 8
@@ -176,6 +178,9 @@ def _parse(geolocation: Sequence[str], routing: str | None, content_type: str | 
 
     points: list[GeoPoint] = []
     civic: list[CivicAddress] = []
+    if len(chosen) > limits.max_pidf_documents:
+        problems.append(f"more than {limits.max_pidf_documents} PIDF-LO documents: rest ignored")
+        del chosen[limits.max_pidf_documents:]
     for part in chosen:
         if len(part.data) > limits.max_xml_bytes:
             problems.append(f"PIDF-LO of {len(part.data)} bytes exceeds the "

@@ -698,3 +698,13 @@ def test_uac_pidf_lo_scenario_sends_a_point(fields: list[str]) -> None:
     found = parse_geolocation(render_invite("uac_pidf_lo.xml", fields))
     assert found.point is not None
     assert (found.point.lat, found.point.lon) == (float(fields[3]), float(fields[4]))
+
+
+def test_pidf_documents_per_request_are_capped() -> None:
+    body = multipart(*[("application/pidf+xml", f"l{i}@x", pidf(point(f"6{i} 10")))
+                       for i in range(4)])
+    request = invite(body, "multipart/mixed;boundary=b0undary",
+                     "<cid:l3@x>, <cid:l1@x>, <cid:l0@x>")
+    found = parse_geolocation(request)
+    assert [p.lat for p in found.points] == [63, 61]  # the header's order, first two
+    assert any("more than 2 PIDF-LO documents" in p for p in found.problems)
