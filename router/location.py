@@ -317,7 +317,7 @@ def _collect(content_type: str | None, content_id: str | None, body: bytes, dept
     if not boundary or not _valid_boundary(boundary):
         problems.append(f"multipart body with a missing or bad boundary {clip(boundary or '')}")
         return
-    for raw in _split_multipart(body, boundary.encode("ascii")):
+    for raw in _split_multipart(body, boundary.encode("ascii"), budget[0] + 1):
         if budget[0] <= 0:
             problems.append(f"more than {limits.max_body_parts} body parts: rest ignored")
             return
@@ -350,8 +350,8 @@ def _valid_boundary(boundary: str) -> bool:
     return bool(_BOUNDARY.fullmatch(boundary))
 
 
-def _split_multipart(body: bytes, boundary: bytes) -> list[bytes]:
-    """The encapsulated parts between the delimiter lines; preamble and epilogue dropped.
+def _split_multipart(body: bytes, boundary: bytes, most: int) -> list[bytes]:
+    """The first ``most`` encapsulated parts; preamble and epilogue dropped.
 
     A delimiter is CRLF "--" boundary, optional transport padding, CRLF; the close delimiter
     adds "--" (RFC 2046 §5.1.1). The CRLF before a delimiter belongs to it, not to the part.
@@ -364,7 +364,7 @@ def _split_multipart(body: bytes, boundary: bytes) -> list[bytes]:
     for match in delimiter.finditer(body):
         if start is not None:
             parts.append(body[start:match.start()])
-        if match[1]:  # close delimiter
+        if match[1] or len(parts) >= most:  # close delimiter, or enough
             return parts
         start = match.end()
     if start is not None and start < len(body):
