@@ -135,6 +135,12 @@ class ProbeOutcome(enum.StrEnum):
     TRANSPORT_ERROR = "transport_error"
     CALL_FAILURE = "call_failure"
     """A live call failed towards it (:meth:`HealthMonitor.mark_failed`)."""
+    CALL_RESPONSE = "call_response"
+    """A live call got an answer from it (:meth:`HealthMonitor.mark_reachable`)."""
+
+    @property
+    def success(self) -> bool:
+        return self in (ProbeOutcome.OK, ProbeOutcome.CALL_RESPONSE)
 
 
 MISS_STATUSES = frozenset({408, 503})
@@ -253,7 +259,7 @@ class HealthMonitor:
         dest = self._dests.get(uri)
         if dest is None or not self.settings.enabled:
             return
-        self._record(dest, ProbeOutcome.OK, None, now)
+        self._record(dest, ProbeOutcome.CALL_RESPONSE, None, now)
 
     # ------------------------------------------------------------------ the table and overrides
 
@@ -393,7 +399,7 @@ class HealthMonitor:
     def _record(self, dest: _Destination, outcome: ProbeOutcome, latency_s: float | None,
                 now: float) -> None:
         dest.last_outcome = outcome
-        if outcome is ProbeOutcome.OK:
+        if outcome.success:
             dest.successes += 1
             dest.misses = 0
             if latency_s is not None:

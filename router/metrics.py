@@ -85,7 +85,8 @@ class NodeMetrics:
         )  # fmt: skip
         self.probes = Counter(
             "nodrute_destination_probes",
-            "OPTIONS probes (and live call failures) by centre and outcome.",
+            "OPTIONS probe results, and live call results reported by the hunt "
+            "(call_failure, call_response), by centre and outcome.",
             ["centre", "outcome"], registry=r,
         )  # fmt: skip
         self._server: WSGIServer | None = None

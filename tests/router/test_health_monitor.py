@@ -317,3 +317,15 @@ def test_options_probe_is_a_proper_out_of_dialog_request() -> None:
     assert probe.headers.get("To") == f"<{A}>"
     assert "tag=t1" in (probe.headers.get("From") or "")
     assert ProbeState.UNKNOWN.value == "unknown"
+
+
+def test_a_live_call_answered_counts_as_a_success_and_is_labelled_as_such() -> None:
+    recorder = Recorder()
+    p = make(centre("AMK-A", A), observer=recorder, **SETTINGS)
+    p.run_until(120.0)
+    assert not p.monitor.is_up(A)
+    p.monitor.mark_reachable(A, 120.5)
+    assert not p.monitor.is_up(A)
+    p.monitor.mark_reachable(A, 121.0)
+    assert p.monitor.availability(A) is Availability.UP
+    assert [o for *_, o, _ in recorder.probes][-2:] == [ProbeOutcome.CALL_RESPONSE] * 2
