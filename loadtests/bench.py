@@ -52,13 +52,19 @@ import statistics
 import subprocess
 import sys
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
 from bench_kamailio import kamailio_binary, kamailio_version, running_kamailio
+from bench_media import (
+    DEFAULT_BRIDGED_STEPS,
+    DEFAULT_IVR_STEPS,
+    markdown_media,
+    run_media_section,
+)
 from bench_processes import (
     LOOPBACK,
     REPO,
@@ -74,6 +80,7 @@ from bench_processes import (
     sipp_version,
     start_sipp,
     stat_int,
+    udp_rcvbuf_errors,
 )
 
 BENCH_CONFIG = REPO / "configs" / "bench.toml"
@@ -359,7 +366,6 @@ def highest_clean_rate(summaries: Sequence[dict[str, Any]]) -> float | None:
 
 def markdown_report(report: dict[str, Any]) -> str:
     env = report["environment"]
-    params = report["parameters"]
     lines = [
         f"# nodrute bench {report['started_at']}",
         "",
@@ -367,6 +373,17 @@ def markdown_report(report: dict[str, Any]) -> str:
         f"{env['loadavg_after']}; Python {env['python']}; uvloop in the router: "
         f"**{'on' if env['router_uvloop'] else 'off'}**; {env['sipp_version']}; "
         f"commit {env['git_commit']}{' (dirty)' if env['git_dirty'] else ''}.",
+    ]
+    if report["parameters"]["calls"]:
+        lines += _markdown_calls(report)
+    if report.get("media"):
+        lines += markdown_media(report["media"])
+    return "\n".join(lines) + "\n"
+
+
+def _markdown_calls(report: dict[str, Any]) -> list[str]:
+    params = report["parameters"]
+    lines = [
         f"Steps of {params['step_s']:g} s, hold {params['hold_ms']} ms, "
         f"{params['repeat']} repeat(s) (medians), {len(report['call_mix']['centres'])} centre "
         f"UAS, {len(report['call_mix']['rows'])} municipalities in the mix. Times in ms "
@@ -449,22 +466,10 @@ def markdown_report(report: dict[str, Any]) -> str:
             f"**{_fmt(held['rss_kib_per_held_call'], 1)} KiB per held call**; router CPU "
             f"{held['router']['router_cpu_percent_mean']} %.",
         ]
-    return "\n".join(lines) + "\n"
+    return lines
 
 
 # --- environment -----------------------------------------------------------------------------
-
-
-def udp_rcvbuf_errors() -> int:
-    """The kernel's count of UDP datagrams dropped for a full receive buffer (Linux)."""
-    try:
-        lines = [line.split() for line in Path("/proc/net/snmp").read_text().splitlines()]
-    except OSError:
-        return 0
-    udp = [line for line in lines if line and line[0] == "Udp:"]
-    if len(udp) < 2 or "RcvbufErrors" not in udp[0]:
-        return 0
-    return int(udp[1][udp[0].index("RcvbufErrors")])
 
 
 def git_state() -> tuple[str, bool]:
@@ -513,7 +518,26 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
                         help="folder for bench-<timestamp>.json/.md")
     parser.add_argument("--keep-work", action="store_true",
                         help="keep SIPp's and the router's files in <out>/work-<timestamp>")
-    return parser.parse_args(argv)
+    media = parser.add_argument_group("media (loadtests/bench_media.py)")
+    media.add_argument("--only", choices=("calls", "media"), default=None,
+                       help="run only the call bench (ramp, ceiling, held) or only the media")
+    media.add_argument("--no-media", action="store_true", help="skip the media section")
+    media.add_argument("--ivr-steps", default=DEFAULT_IVR_STEPS,
+                       help="concurrent IVR sessions (116117 callers hearing the greeting)")
+    media.add_argument("--bridged-steps", default=DEFAULT_BRIDGED_STEPS,
+                       help="concurrent bridged 113 calls (RTP both ways through the router)")
+    media.add_argument("--media-rate", type=float, default=200.0,
+                       help="calls/s at which a media step's calls are set up")
+    media.add_argument("--media-settle-s", type=float, default=1.5,
+                       help="wait after the last call is set up before measuring")
+    media.add_argument("--media-window-s", type=float, default=5.0,
+                       help="measured window with every call of the step up")
+    media.add_argument("--media-baseline-s", type=float, default=4.0,
+                       help="media_bench.py measure time per mode (0 = no engine baseline)")
+    args = parser.parse_args(argv)
+    if args.only == "media" and args.no_media:
+        parser.error("--only media and --no-media exclude each other")
+    return args
 
 
 def config_port() -> int:
@@ -521,6 +545,37 @@ def config_port() -> int:
 
     with BENCH_CONFIG.open("rb") as f:
         return int(tomllib.load(f)["sip"]["port"])
+
+
+def media_section(
+    args: argparse.Namespace, binary: str, workdir: Path, ports: PortPool,
+    router_env: dict[str, str], log: Callable[[str], None],
+) -> dict[str, Any]:
+    """The media part (bench_media.py) on its own table copy: one AMK for the bridged 113
+    calls (a SIPp centre), one legevaktsentral for 116117 (never called: the callers hang up
+    during the greeting, and a call that got routed would fail)."""
+    mix = choose_call_mix(SAMPLE_TABLE, ports, centres_per_service=1, per_centre=5)
+    workdir.mkdir(parents=True, exist_ok=True)
+    table_dir = write_bench_table(SAMPLE_TABLE, workdir / "table", mix.centres)
+    amk = next(c for c in mix.centres if c.service == "113")
+    env = {**router_env, "NODRUTE__METRICS__PORT": str(ports.take()),
+           "NODRUTE__DATABASE__URL": f"sqlite+aiosqlite:///{(workdir / 'records.db').resolve()}"}
+    steps = {name: [int(n) for n in value.split(",") if n.strip()]
+             for name, value in (("ivr", args.ivr_steps), ("bridged", args.bridged_steps))}
+    section = run_media_section(
+        binary=binary, workdir=workdir, ports=ports, base_config=BENCH_CONFIG,
+        table_dir=table_dir, centre_id=amk.centre_id, centre_port=amk.port,
+        ivr_calls_file=write_injection_file(
+            workdir / "calls-116117.csv", [r for r in mix.rows if r[0] == "116117"]),
+        bridged_calls_file=write_injection_file(
+            workdir / "calls-113.csv", [r for r in mix.rows if r[0] == "113"]),
+        router_env=env, ivr_steps=steps["ivr"], bridged_steps=steps["bridged"],
+        rate=args.media_rate, settle_s=args.media_settle_s, window_s=args.media_window_s,
+        baseline_s=args.media_baseline_s, log=log,
+    )  # fmt: skip
+    section["call_mix"] = {"rows": [list(r) for r in mix.rows],
+                           "centres": [asdict(c) for c in mix.centres]}
+    return section
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -557,6 +612,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             "rates": rates, "step_s": args.step_s, "hold_ms": args.hold_ms,
             "repeat": args.repeat, "keep_going": args.keep_going,
             "recv_timeout_ms": args.recv_timeout_ms, "router_config": str(BENCH_CONFIG),
+            "calls": args.only != "media", "media": args.only != "calls" and not args.no_media,
         },
         "environment": {
             "cpu_count": os.cpu_count(), "loadavg_before": load_average(),
@@ -601,13 +657,17 @@ def main(argv: Sequence[str] | None = None) -> int:
                 break
         return done
 
-    ramp_dir = workdir / "router-ramp"
-    with running_router(BENCH_CONFIG, ramp_dir, router_port, table_dir, router_env) as router:
-        report["environment"]["router_uvloop"] = router.uvloop_on()
-        router_rates = ramp("router", router, rates)
-    if not args.no_ceiling:
+    run_calls = report["parameters"]["calls"]
+    if run_calls:
+        ramp_dir = workdir / "router-ramp"
+        with running_router(
+            BENCH_CONFIG, ramp_dir, router_port, table_dir, router_env
+        ) as router:
+            report["environment"]["router_uvloop"] = router.uvloop_on()
+            router_rates = ramp("router", router, rates)
+    if run_calls and not args.no_ceiling:
         ramp("ceiling", None, router_rates)
-    if args.with_kamailio:
+    if run_calls and args.with_kamailio:
         kamailio = kamailio_binary()
         if kamailio is None:
             raise SystemExit("--with-kamailio: kamailio is not installed (apt-get install)")
@@ -615,7 +675,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         kam_dir = workdir / "kamailio"
         with running_kamailio(kamailio, kam_dir, ports.take(), table_dir) as proxy:
             ramp("kamailio", proxy, router_rates)
-    if not args.no_held:
+    if run_calls and not args.no_held:
         hold_ms = int(args.held_hold_s * 1000)
         with running_router(
             BENCH_CONFIG, workdir / "router-held", router_port, table_dir, router_env
@@ -638,6 +698,10 @@ def main(argv: Sequence[str] | None = None) -> int:
             f"{held.peak_concurrent_calls} calls, {held.failed_calls} failed, RSS "
             f"{held.router['router_rss_mib_before']} -> {held.router['router_rss_mib_peak']} MiB"
         )
+    if report["parameters"]["media"]:
+        report["media"] = media_section(args, binary, workdir / "media", ports, router_env, log)
+        if report["environment"]["router_uvloop"] is None:
+            report["environment"]["router_uvloop"] = report["media"]["router_uvloop"]
     report["highest_zero_failure_rate"] = {
         target: highest_clean_rate(report["steps"][target])
         for target in ("router", "ceiling", "kamailio")

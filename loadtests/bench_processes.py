@@ -60,6 +60,25 @@ def _all_free(ports: set[int]) -> bool:
     return True
 
 
+def udp_rcvbuf_errors() -> int:
+    """The kernel's count of UDP datagrams dropped for a full receive buffer (Linux)."""
+    try:
+        lines = [line.split() for line in Path("/proc/net/snmp").read_text().splitlines()]
+    except OSError:
+        return 0
+    udp = [line for line in lines if line and line[0] == "Udp:"]
+    if len(udp) < 2 or "RcvbufErrors" not in udp[0]:
+        return 0
+    return int(udp[1][udp[0].index("RcvbufErrors")])
+
+
+def machine_cpu_ticks() -> tuple[int, int]:
+    """(busy, total) jiffies of all CPUs since boot, from /proc/stat."""
+    values = [int(v) for v in Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:9]]
+    idle = values[3] + (values[4] if len(values) > 4 else 0)  # idle + iowait
+    return sum(values) - idle, sum(values)
+
+
 # --- SIPp ------------------------------------------------------------------------------------
 
 
@@ -144,12 +163,15 @@ class Sipp:
 
 
 def start_sipp(
-    binary: str, name: str, workdir: Path, scenario: str, ports: PortPool, args: Sequence[str]
+    binary: str, name: str, workdir: Path, scenario: str, ports: PortPool, args: Sequence[str],
+    *, media_port: int | None = None,
 ) -> Sipp:
+    """SIPp in ``workdir``; ``media_port`` (-mp, default: a free block of 4) when the caller
+    needs to know it (the media bench's scenarios put their RTP at media port + 4)."""
     workdir.mkdir(parents=True, exist_ok=True)
     command = [
         binary, "-sf", str(SCENARIOS / scenario), "-i", LOOPBACK, "-nostdin",
-        "-cp", str(ports.take()), "-mp", str(ports.take(4)),
+        "-cp", str(ports.take()), "-mp", str(media_port or ports.take(4)),
         "-trace_stat", "-stf", "stat.csv", "-fd", "1",
         "-trace_err", "-error_file", "errors.log",
         *args,
