@@ -44,7 +44,9 @@ lint: venv
 loadtest-data: venv
 	$(BIN)/python loadtests/make_call_csv.py
 
-## bench: router vs SIPp-only ceiling, calls/s ramp + held calls (~5 min; loadtests/README.md).
+## bench: router vs SIPp-only ceiling, calls/s ramp + held calls, then media: IVR sessions and
+## bridged calls with RTP, CPU per 100 streams (~8 min; loadtests/README.md).
+## Media only: make bench BENCH_ARGS="--only media"; calls only: BENCH_ARGS="--no-media".
 ## Longer runs: make bench BENCH_ARGS="--step-s 30 --repeat 3 --keep-going"
 bench: venv deps
 	$(BIN)/python loadtests/bench.py $(BENCH_ARGS)
