@@ -37,6 +37,8 @@ PROMPT_TEXTS: Mapping[str, Mapping[str, str]] = {
                           "Ellers, vent, så blir du satt over til legevakten.",
         "please_wait_113": "Du har ringt medisinsk nødtelefon. Vent, vi setter deg over.",
         "all_busy": "Alle linjer er opptatt. Vennligst vent.",
+        "no_centre": "Vi får ikke satt deg over akkurat nå. Legg på og ring igjen. "
+                     "Ved livstruende situasjoner, ring 1 1 2.",
     },
     "en": {
         "greeting_116117": "You have called the out of hours medical service. "
@@ -46,6 +48,8 @@ PROMPT_TEXTS: Mapping[str, Mapping[str, str]] = {
         "please_wait_113": "You have called the medical emergency number. "
                            "Please hold, you are being connected.",
         "all_busy": "All lines are busy. Please hold.",
+        "no_centre": "We cannot connect your call right now. Please hang up and call again. "
+                     "If it is life threatening, call 1 1 2.",
     },
 }
 
