@@ -306,11 +306,14 @@ class MediaBench:
             window_from = started + calls / self.rate + self.settle_s
             time.sleep(max(0.0, window_from - time.time()))
             pids = [r.process.pid for r in receivers.values()]
+            sipp_pids = [s.process.pid for s in sipps]
             machine_before, receivers_before = machine_cpu_ticks(), sum(map(cpu_seconds, pids))
+            sipp_before = sum(map(cpu_seconds, sipp_pids))
             cpu_before, window_from = cpu_seconds(self.router.pid), time.time()
             time.sleep(self.window_s)
             cpu_after, window_to = cpu_seconds(self.router.pid), time.time()
             machine_after, receivers_after = machine_cpu_ticks(), sum(map(cpu_seconds, pids))
+            sipp_after = sum(map(cpu_seconds, sipp_pids))
             rss = rss_mib(self.router.pid)
             try:
                 uac_exit = uac.process.wait(timeout=timeout_s + 15)
@@ -322,10 +325,15 @@ class MediaBench:
             results = {side: receiver.stop() for side, receiver in receivers.items()}
         busy, total = (after - before for after, before in zip(machine_after, machine_before,
                                                                 strict=True))
+        wall = window_to - window_from
+        busy_cores = (os.cpu_count() or 1) * busy / max(1, total)
+        ours = (cpu_after - cpu_before + receivers_after - receivers_before
+                + sipp_after - sipp_before) / wall
         load = {
-            "machine_busy_cores": round((os.cpu_count() or 1) * busy / max(1, total), 2),
-            "receivers_cpu_percent": round(
-                100 * (receivers_after - receivers_before) / (window_to - window_from), 1),
+            "machine_busy_cores": round(busy_cores, 2),
+            "receivers_cpu_percent": round(100 * (receivers_after - receivers_before) / wall, 1),
+            "sipp_cpu_percent": round(100 * (sipp_after - sipp_before) / wall, 1),
+            "other_processes_cores": round(max(0.0, busy_cores - ours), 2),
             "udp_rcvbuf_errors": udp_rcvbuf_errors() - drops_before,
         }
         final = (read_stat_lines(uac.workdir / "stat.csv") or [{}])[-1]
@@ -334,6 +342,10 @@ class MediaBench:
         result = self._result(kind, calls, results, final, uas_final, uac_exit,
                               window_from, window_to, cpu_percent, rss)
         result.load = load
+        if result.problems and busy_cores >= 0.95 * (os.cpu_count() or 1):
+            result.problems.append(
+                f"machine saturated: {busy_cores:.2f} cores busy, "
+                f"{load['other_processes_cores']} of them by processes outside the bench")
         return result
 
     def _result(self, kind: str, calls: int, results: dict[str, dict[str, Any]],
@@ -483,8 +495,10 @@ def run_media_section(
                     f"{result.seq_gaps}, late {result.late_packets}, max gap "
                     f"{result.max_gap_ms} ms, router CPU {result.router_cpu_percent} % = "
                     f"{result.cpu_percent_per_100_streams} % per 100 streams; machine "
-                    f"{result.load['machine_busy_cores']} cores busy, receivers "
-                    f"{result.load['receivers_cpu_percent']} %, UDP drops "
+                    f"{result.load['machine_busy_cores']} cores busy "
+                    f"({result.load['other_processes_cores']} outside the bench), receivers "
+                    f"{result.load['receivers_cpu_percent']} %, SIPp "
+                    f"{result.load['sipp_cpu_percent']} %, UDP drops "
                     f"{result.load['udp_rcvbuf_errors']}"
                     + (f" -- {'; '.join(result.problems)}" if result.problems else "")
                 )
@@ -517,8 +531,8 @@ def markdown_media(section: dict[str, Any]) -> list[str]:
         "",
         "| kind | calls | ok | streams (window) | gaps | late | max gap ms | switch ms | "
         "pkts/stream/s | router CPU % | CPU % per 100 streams | router RSS MiB | "
-        "busy cores | receivers CPU % | UDP drops | result |",
-        "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|",
+        "busy cores (others) | receivers CPU % | SIPp CPU % | UDP drops | result |",
+        "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|",
     ]
     for kind in ("ivr", "bridged"):
         for step in section[kind]:
@@ -531,8 +545,10 @@ def markdown_media(section: dict[str, Any]) -> list[str]:
                 f"{_fmt(step['router_cpu_percent'], 1)} | "
                 f"{_fmt(step['cpu_percent_per_100_streams'], 2)} | "
                 f"{_fmt(step['router_rss_mib'], 1)} | "
-                f"{_fmt(step['load'].get('machine_busy_cores'), 2)} | "
+                f"{_fmt(step['load'].get('machine_busy_cores'), 2)} "
+                f"({_fmt(step['load'].get('other_processes_cores'), 2)}) | "
                 f"{_fmt(step['load'].get('receivers_cpu_percent'), 1)} | "
+                f"{_fmt(step['load'].get('sipp_cpu_percent'), 1)} | "
                 f"{_fmt(step['load'].get('udp_rcvbuf_errors'))} | "
                 f"{'ok' if step['passed'] else '; '.join(step['problems'])} |"
             )
