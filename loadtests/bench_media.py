@@ -508,6 +508,13 @@ def run_media_section(
         section["router_log_tail"] = router.log_text()[-2000:]
     section["max_ivr_sessions"] = highest_passing(section["ivr"])
     section["max_bridged_calls"] = highest_passing(section["bridged"])
+    # The router's cost per 100 streams at the largest passing step (fixed costs weigh least).
+    section["cpu_percent_per_100_streams"] = {
+        kind: next((s["cpu_percent_per_100_streams"] for s in section[kind]
+                    if s["calls"] == best), None)
+        for kind, best in (("ivr", section["max_ivr_sessions"]),
+                           ("bridged", section["max_bridged_calls"]))
+    }
     return section
 
 
@@ -557,11 +564,13 @@ def markdown_media(section: dict[str, Any]) -> list[str]:
         f"{mode} {_fmt(figures.get('cpu_percent_per_100_streams'), 2)} %"
         for mode, figures in baseline.items()
     )
+    per_100 = section["cpu_percent_per_100_streams"]
     lines += [
         "",
         f"Max with zero failures and no gaps/late packets: **{_fmt(section['max_ivr_sessions'])}"
         f" IVR sessions**, **{_fmt(section['max_bridged_calls'])} bridged calls** (of the "
-        "steps tried)."
+        "steps tried). Router CPU per 100 streams there: IVR "
+        f"**{_fmt(per_100['ivr'], 2)} %**, bridged **{_fmt(per_100['bridged'], 2)} %**."
         + (f" Engine alone (`media_bench.py`, 100 streams, CPU % per 100 streams): {engine}."
            if baseline else ""),
     ]

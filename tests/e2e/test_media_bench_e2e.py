@@ -55,6 +55,7 @@ def test_media_section_measures_ivr_and_bridged_streams(tmp_path: Path) -> None:
     assert set(bridged["rtp"]) == {"caller", "centre"}
     assert bridged["rtp"]["caller"]["streams"] == bridged["rtp"]["centre"]["streams"] == 5
     assert set(ivr["rtp"]) == {"caller"}
+    assert set(media["cpu_percent_per_100_streams"]) == {"ivr", "bridged"}
 
     markdown = (json_path.with_suffix(".md")).read_text()
     assert "## Media" in markdown and "| ivr | 10 |" in markdown
