@@ -31,6 +31,12 @@ still probed), ``auto`` (follow the probes; what ``nodrute centre up`` sets). A 
 several centres takes the strictest override of them. The effective view is
 :class:`Availability`.
 
+One OPTIONS transaction per URI at a time: over UDP an unanswered OPTIONS is retransmitted
+by the transaction layer until Timer F (64·T1, 32 s), long after our ``timeout_s`` verdict.
+While it lives, the next probe slots reuse it (a window of ``timeout_s`` opens, no new
+request), and an answer to it, however late, counts; a fresh OPTIONS goes out once it ended.
+A silent centre thus costs one retransmitting transaction, not six piled up.
+
 Probes are spread deterministically: each URI gets a fixed phase in ``[0, interval_s)`` from a
 CRC of its text, so 40 destinations are not probed in one burst, and the same URI is probed at
 the same phase on every restart (reproducible in tests).
@@ -188,9 +194,9 @@ class HealthObserver(Protocol):
 
 
 class _Destination:
-    __slots__ = ("centres", "last_latency_s", "last_outcome", "latency_ewma_s", "misses",
-                 "next_probe_at", "probe_deadline", "probe_sent_at", "probe_tx", "published",
-                 "since", "state", "successes", "uri")
+    __slots__ = ("awaiting", "centres", "fresh", "last_latency_s", "last_outcome",
+                 "latency_ewma_s", "misses", "next_probe_at", "probe_deadline", "probe_sent_at",
+                 "probe_tx", "published", "since", "state", "successes", "uri")
 
     def __init__(self, uri: str, centres: tuple[str, ...], next_probe_at: float, now: float):
         self.uri = uri
@@ -201,6 +207,11 @@ class _Destination:
         self.successes = 0
         self.next_probe_at = next_probe_at
         self.probe_tx: str | None = None
+        """Our OPTIONS transaction still alive in the layer (answered or not), if any."""
+        self.awaiting = False
+        """A probe window is open: a verdict is due by ``probe_deadline``."""
+        self.fresh = False
+        """``probe_tx`` was sent for this window (so its answer gives a latency)."""
         self.probe_sent_at = 0.0
         self.probe_deadline = 0.0
         self.last_outcome: ProbeOutcome | None = None
@@ -324,13 +335,19 @@ class HealthMonitor:
             return due
         interval = self.settings.interval_s
         for dest in self._dests.values():
-            if dest.probe_tx is not None and dest.probe_deadline <= now:
-                self._probes.pop(dest.probe_tx, None)
-                dest.probe_tx = None
+            if dest.awaiting and dest.probe_deadline <= now:
+                # A miss; the transaction lingers (the layer retransmits it until Timer F) and
+                # an answer to it, however late, still counts.
+                dest.awaiting = False
                 self._record(dest, ProbeOutcome.TIMEOUT, None, now)
             if dest.next_probe_at <= now:
                 if dest.probe_tx is None:
                     due.append(dest.uri)
+                elif not dest.awaiting:
+                    # The last OPTIONS is still being retransmitted (RFC 3261 §17.1.2.2): let
+                    # it stand for this slot rather than pile a second transaction on a
+                    # silent centre.
+                    self._open_window(dest, now, fresh=False)
                 # Keep the phase; after a stall, skip the missed slots instead of bursting.
                 dest.next_probe_at += interval
                 if dest.next_probe_at <= now:
@@ -344,12 +361,19 @@ class HealthMonitor:
         dest = self._dests.get(uri)
         if dest is None:
             return
+        if dest.probe_tx is not None:
+            self._probes.pop(dest.probe_tx, None)
         dest.probe_tx = tx
-        dest.probe_sent_at = now
-        dest.probe_deadline = now + self.settings.timeout_s
         self._probes[tx] = dest
+        self._open_window(dest, now, fresh=True)
         if self._next_due is None or dest.probe_deadline < self._next_due:
             self._next_due = dest.probe_deadline
+
+    def _open_window(self, dest: _Destination, now: float, *, fresh: bool) -> None:
+        dest.awaiting = True
+        dest.fresh = fresh
+        dest.probe_sent_at = now
+        dest.probe_deadline = now + self.settings.timeout_s
 
     def probe_not_sent(self, uri: str, reason: str, now: float) -> None:
         """The OPTIONS for ``uri`` could not even be built or sent (bad URI): a miss."""
@@ -359,11 +383,14 @@ class HealthMonitor:
             self._record(dest, ProbeOutcome.TRANSPORT_ERROR, None, now)
 
     def owns(self, tx: str) -> bool:
-        """Is ``tx`` one of our probes still waiting for its verdict?"""
+        """Is ``tx`` one of our probe transactions (still alive in the layer)?"""
         return tx in self._probes
 
     def on_response(self, tx: str, status: int, now: float) -> None:
-        """A response on probe transaction ``tx`` (provisional ones are ignored)."""
+        """A response on probe transaction ``tx`` (provisional ones are ignored).
+
+        Inside the probe window it is that window's verdict; after it (the transaction
+        lingered) it is one more result: a centre answering again is recorded at once."""
         if status < 200:
             return
         dest = self._probes.pop(tx, None)
@@ -371,16 +398,21 @@ class HealthMonitor:
             return
         dest.probe_tx = None
         outcome = ProbeOutcome.UNAVAILABLE if status in MISS_STATUSES else ProbeOutcome.OK
-        self._record(dest, outcome, now - dest.probe_sent_at, now)
+        latency = now - dest.probe_sent_at if dest.awaiting and dest.fresh else None
+        dest.awaiting = False
+        self._record(dest, outcome, latency, now)
         self._recompute_deadline()
 
     def on_failure(self, tx: str, outcome: ProbeOutcome, now: float) -> None:
-        """Probe transaction ``tx`` timed out (Timer F) or hit a transport error."""
+        """Probe transaction ``tx`` timed out (Timer F) or hit a transport error: a miss if a
+        window is open, else (its miss already counted) just forgotten."""
         dest = self._probes.pop(tx, None)
         if dest is None:
             return
         dest.probe_tx = None
-        self._record(dest, outcome, None, now)
+        if dest.awaiting:
+            dest.awaiting = False
+            self._record(dest, outcome, None, now)
         self._recompute_deadline()
 
     # ------------------------------------------------------------------ reporting
@@ -458,7 +490,7 @@ class HealthMonitor:
             self._next_due = None
             return
         self._next_due = min(
-            min(d.next_probe_at, d.probe_deadline) if d.probe_tx is not None else d.next_probe_at
+            min(d.next_probe_at, d.probe_deadline) if d.awaiting else d.next_probe_at
             for d in self._dests.values()
         )
 

@@ -61,6 +61,8 @@ class Prober:
     answers: dict[str, int | None] = field(default_factory=dict)
     """URI -> status it answers with at once; None (or absent): never answers."""
     sent: list[tuple[float, str]] = field(default_factory=list)
+    live: dict[str, str] = field(default_factory=dict)
+    """URI -> probe transaction the layer is still retransmitting (no Timer F here)."""
     _tx: itertools.count[int] = field(default_factory=itertools.count)
 
     def run_until(self, end: float) -> None:
@@ -70,8 +72,12 @@ class Prober:
                 tx = f"c|probe{next(self._tx)}"
                 self.sent.append((self.now, uri))
                 self.monitor.probe_sent(uri, tx, self.now)
+                self.live[uri] = tx
+            # A centre that answers now answers the (re)transmission of its live transaction.
+            for uri, tx in list(self.live.items()):
                 status = self.answers.get(uri)
                 if status is not None:
+                    del self.live[uri]
                     self.monitor.on_response(tx, status, self.now + 0.01)
         self.now = end
 
@@ -103,7 +109,7 @@ def test_down_after_n_consecutive_timeouts_and_not_before() -> None:
     p.run_until(first + 5.0 + 2.0)  # second probe timed out
     assert not p.monitor.is_up(A)
     assert p.monitor.availability(A) is Availability.DOWN
-    assert [t for t, _ in p.sent] == [first, first + 5.0]
+    assert [t for t, _ in p.sent] == [first], "the unanswered OPTIONS stands for slot two"
 
 
 def test_back_up_after_m_consecutive_successes() -> None:
@@ -112,12 +118,13 @@ def test_back_up_after_m_consecutive_successes() -> None:
     assert not p.monitor.is_up(A)
     p.answers[A] = 200
     first_answer = p.now
-    p.run_until(first_answer + 5.0)  # exactly one answered probe in a 5 s window
+    while p.monitor.statuses()[0].consecutive_successes < 1:
+        p.run_until(p.now + 0.25)
     assert not p.monitor.is_up(A), "one success must not bring it back (up_after=2)"
     p.run_until(first_answer + 10.0)
     assert p.monitor.availability(A) is Availability.UP
     status = p.monitor.statuses()[0]
-    assert status.last_latency_s == pytest.approx(0.01)
+    assert status.last_latency_s == pytest.approx(0.01)  # from a fresh probe
     assert status.since > first_answer
 
 
@@ -160,11 +167,31 @@ def test_provisional_response_does_not_settle_a_probe() -> None:
     assert p.monitor.owns("c|x")
     assert p.monitor.next_deadline() == pytest.approx(due + 2.0)  # its timeout
     p.monitor.due_probes(due + 2.0)
-    assert not p.monitor.owns("c|x")
     assert p.monitor.statuses()[0].last_outcome is ProbeOutcome.TIMEOUT
-    # The real final response arriving after our timeout changes nothing.
+    assert p.monitor.owns("c|x"), "still retransmitted by the layer: an answer still counts"
     p.monitor.on_response("c|x", 200, due + 2.5)
-    assert p.monitor.statuses()[0].consecutive_successes == 0
+    status = p.monitor.statuses()[0]
+    assert status.consecutive_successes == 1 and status.last_latency_s is None
+    assert not p.monitor.owns("c|x")
+
+
+def test_a_lingering_transaction_stands_for_the_next_slots_until_it_ends() -> None:
+    p = make(centre("AMK-A", A), **SETTINGS)
+    first = p.monitor.next_deadline()
+    assert first is not None
+    assert p.monitor.due_probes(first) == [A]
+    p.monitor.probe_sent(A, "c|1", first)
+    assert p.monitor.due_probes(first + 2.0) == []  # window closed: miss 1, c|1 lingers
+    assert p.monitor.due_probes(first + 5.0) == [], "no second transaction while c|1 lives"
+    assert p.monitor.next_deadline() == pytest.approx(first + 7.0)
+    p.monitor.due_probes(first + 7.0)  # the reused window closes: miss 2
+    assert not p.monitor.is_up(A)
+    p.monitor.on_failure("c|1", ProbeOutcome.TIMEOUT, first + 32.0)  # Timer F, between slots
+    assert p.monitor.statuses()[0].consecutive_misses == 2, "its misses were counted already"
+    assert p.monitor.due_probes(first + 35.0) == [A], "a fresh OPTIONS once it ended"
+    p.monitor.probe_sent(A, "c|2", first + 35.0)
+    p.monitor.on_failure("c|2", ProbeOutcome.TRANSPORT_ERROR, first + 35.1)  # inside a window
+    assert p.monitor.statuses()[0].consecutive_misses == 3
 
 
 def test_transport_failure_is_a_miss_at_once() -> None:
@@ -237,23 +264,26 @@ def test_a_uri_shared_by_two_centres_takes_the_strictest_override() -> None:
 
 def test_state_survives_a_table_reload_for_uris_that_remain() -> None:
     recorder = Recorder()
-    p = make(centre("AMK-A", A), centre("AMK-B", B), observer=recorder, **SETTINGS)
-    p.answers[B] = 200
+    p = make(centre("AMK-A", A), centre("AMK-A2", A2), centre("AMK-B", B), observer=recorder,
+             **SETTINGS)
+    p.answers.update({A2: 200, B: 200})
     p.run_until(120.0)
-    assert not p.monitor.is_up(A) and p.monitor.availability(B) is Availability.UP
-    last_a = max(t for t, u in p.sent if u == A)
-    # New table: AMK-A kept (same URI), AMK-B gone, AMK-C new.
-    p.monitor.set_destinations([centre("AMK-A", A), centre("AMK-C", C)], p.now)
+    assert not p.monitor.is_up(A) and p.monitor.availability(A2) is Availability.UP
+    last_a2 = max(t for t, u in p.sent if u == A2)
+    # New table: AMK-A and AMK-A2 kept (same URIs), AMK-B gone, AMK-C new.
+    p.monitor.set_destinations([centre("AMK-A", A), centre("AMK-A2", A2), centre("AMK-C", C)],
+                               p.now)
     assert not p.monitor.is_up(A), "down before the reload, down after it"
     assert p.monitor.statuses()[0].consecutive_misses >= 2
+    assert p.monitor.availability(A2) is Availability.UP
     assert p.monitor.availability(C) is Availability.UNKNOWN
     assert p.monitor.availability(B) is Availability.UNKNOWN  # forgotten: no longer known
     assert ("AMK-B", B) in recorder.removed
-    assert [s.uri for s in p.monitor.statuses()] == [A, C]
+    assert [s.uri for s in p.monitor.statuses()] == [A, A2, C]
     sent_before = len(p.sent)
     p.run_until(p.now + 5.0)
-    assert {u for _, u in p.sent[sent_before:]} == {A, C}
-    assert [t for t, u in p.sent[sent_before:] if u == A] == [last_a + 5.0], "same schedule"
+    assert {u for _, u in p.sent[sent_before:]} == {A2, C}, "A's OPTIONS still lingers"
+    assert [t for t, u in p.sent[sent_before:] if u == A2] == [last_a2 + 5.0], "same schedule"
 
 
 def test_probes_of_many_destinations_are_spread_over_the_interval() -> None:
