@@ -138,4 +138,5 @@ def test_centre_stopped_goes_down_restarted_comes_back_and_drain_round_trip(
         wait_for(metrics_port, uri, "up", OVERRIDE_POLL_S + SLACK_S, router)
         assert gauge(metrics_port, "nodrute_destination_up") == 1.0
     print(f"centre health e2e: down after {took_down:.2f} s (limit {down_limit:.1f} s), "
-          f"up after {took_up:.2f} s (limit {up_limit:.1f} s), drain applied after {took_drain:.2f} s")
+          f"up after {took_up:.2f} s (limit {up_limit:.1f} s), "
+          f"drain applied after {took_drain:.2f} s")
