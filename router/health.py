@@ -35,7 +35,8 @@ One OPTIONS transaction per URI at a time: over UDP an unanswered OPTIONS is ret
 by the transaction layer until Timer F (64·T1, 32 s), long after our ``timeout_s`` verdict.
 While it lives, the next probe slots reuse it (a window of ``timeout_s`` opens, no new
 request), and an answer to it, however late, counts; a fresh OPTIONS goes out once it ended.
-A silent centre thus costs one retransmitting transaction, not six piled up.
+A silent centre thus costs one retransmitting transaction, not six piled up; when it comes
+back, the next retransmission (at most T2 = 4 s after the last) is answered and counts.
 
 Probes are spread deterministically: each URI gets a fixed phase in ``[0, interval_s)`` from a
 CRC of its text, so 40 destinations are not probed in one burst, and the same URI is probed at
