@@ -5,7 +5,9 @@ activates ``routing.table_dir``; an unreachable one falls back to it from disk; 
 stops the start with the validation errors) → transaction layer + dispatcher → listeners →
 metrics endpoint → background tasks (table poll, MQTT sync, drop folder). Stop: SIGTERM/SIGINT
 set an event; background tasks are cancelled, the listeners close, then the store and the
-metrics endpoint. (Graceful drain with 503 + Retry-After comes with the failover issue.)
+metrics endpoint. SIGTERM/SIGINT drain first (router/drain.py: new calls 503 + Retry-After,
+calls in progress go on until they end or ``[sip] drain_timeout_s``; a second signal releases
+them at once); SIGHUP reloads the config file (router/reload.py).
 """
 
 from __future__ import annotations
@@ -27,10 +29,13 @@ from sip.transport import SipEndpoint
 
 from . import gc_policy
 from .b2bua import B2bua
+from .caller_location import Locators
 from .config import NodruteSettings
 from .health_overrides import OverridePoller
+from .location import LocationLimits
 from .media import MediaContext
 from .metrics import NodeMetrics
+from .resolve import LocationSource
 from .tables import ActiveTable, TableManager, utc_now
 
 log = logging.getLogger("nodrute.app")
@@ -92,7 +97,8 @@ def check_default_centres(settings: NodruteSettings, snapshot: RoutingSnapshot) 
         raise SystemExit(problem)
 
 
-def table_manager(settings: NodruteSettings, metrics: NodeMetrics | None) -> TableManager:
+def table_manager(settings: NodruteSettings, metrics: NodeMetrics | None,
+                  current: Callable[[], NodruteSettings] | None = None) -> TableManager:
     """The node's TableManager on the configured database (opened lazily, retried)."""
     from municipality_map.store import StoredVersion, TableStore, snapshot_from_stored
 
@@ -103,7 +109,7 @@ def table_manager(settings: NodruteSettings, metrics: NodeMetrics | None) -> Tab
         return await TableStore.open(url)
 
     def check(snapshot: RoutingSnapshot) -> None:
-        problem = default_centre_problem(settings, snapshot)
+        problem = default_centre_problem(current() if current else settings, snapshot)
         if problem is not None:
             raise ValueError(problem)
 
@@ -235,17 +241,50 @@ async def _start_health(settings: NodruteSettings, tables: TableManager, b2bua: 
     return overrides
 
 
+async def load_locators(settings: NodruteSettings) -> Locators:
+    """The position and postcode indexes the trunks' location sources need (off the loop).
+
+    A broken index is logged and left out: the node still routes by the carrier's hints."""
+    wanted = {source for trunk in settings.trunks for source in trunk.municipality_sources}
+    location = settings.location
+    limits = LocationLimits(max_xml_bytes=location.max_pidf_bytes)
+    geo = postcodes = None
+    if LocationSource.GEO in wanted:
+        try:
+            from municipality_map.geo import MunicipalityLocator
+
+            geo = await asyncio.to_thread(
+                MunicipalityLocator.bundled, max_nearest_m=location.max_nearest_m)
+        except Exception:
+            log.exception("municipality boundaries not loaded: PIDF-LO positions are IGNORED")
+    if LocationSource.POSTCODE in wanted:
+        try:
+            from municipality_map.postcodes import PostcodeIndex
+
+            postcodes = await asyncio.to_thread(PostcodeIndex.load)
+        except Exception:
+            log.exception("postcode register not loaded: civic postcodes are IGNORED")
+    return Locators(geo, postcodes, location.max_uncertainty_m, limits)
+
+
 async def start_router(settings: NodruteSettings) -> RunningRouter:
     """Load the table, bind the listeners and wire the layers; returns once serving."""
     catalogue = check_media(settings) if settings.media.enabled else None
     metrics = NodeMetrics() if settings.metrics.enabled else None
-    tables = table_manager(settings, metrics)
+    serving: list[B2bua] = []  # a table switch checks the default centres in force (SIGHUP)
+    tables = table_manager(settings, metrics,
+                           lambda: serving[0].settings if serving else settings)
     try:
         snapshot = await tables.start(
             settings.routing.table_dir,
             import_on_empty=settings.tables.import_configured_table_on_empty,
         )
         check_default_centres(settings, snapshot)
+    except BaseException:
+        await tables.close()
+        raise
+    try:
+        locators = await load_locators(settings)
     except BaseException:
         await tables.close()
         raise
@@ -257,8 +296,10 @@ async def start_router(settings: NodruteSettings) -> RunningRouter:
     b2bua = B2bua(layer, settings, snapshot, port=endpoint.local_address[1],
                   on_call_ended=metrics.call_ended if metrics else None,
                   on_failover=metrics.failover if metrics else None,
-                  on_hunt_exhausted=metrics.hunt_exhausted if metrics else None)
+                  on_hunt_exhausted=metrics.hunt_exhausted if metrics else None,
+                  locators=locators)
     endpoint.user = b2bua
+    serving.append(b2bua)
     media_engine: MediaEngine | None = None
     if catalogue is not None:
         try:
@@ -289,28 +330,47 @@ async def start_router(settings: NodruteSettings) -> RunningRouter:
     return RunningRouter(endpoint, b2bua, tables, metrics, tasks, media_engine)
 
 
-async def serve(settings: NodruteSettings) -> None:
-    """Run a node until SIGTERM or SIGINT."""
+async def serve(settings: NodruteSettings, config_path: Path | None = None) -> None:
+    """Run a node until SIGTERM or SIGINT, then drain; SIGHUP reloads ``config_path``."""
+    from .drain import drain_node
+    from .reload import reload_config
+
     router = await start_router(settings)
     collections = gc_policy.tune_for_latency()  # no 100+ ms full-GC pauses under traffic
-    stop = asyncio.Event()
+    stop, hurry = asyncio.Event(), asyncio.Event()
     loop = asyncio.get_running_loop()
+
+    def on_stop_signal() -> None:
+        (hurry if stop.is_set() else stop).set()  # the second one: stop at once
+
     for sig in (signal.SIGTERM, signal.SIGINT):
-        loop.add_signal_handler(sig, stop.set)
+        loop.add_signal_handler(sig, on_stop_signal)
+    reloads: set[asyncio.Task[bool]] = set()
+    if config_path is not None:
+        def on_hangup() -> None:
+            task = loop.create_task(reload_config(router, config_path), name="config-reload")
+            reloads.add(task)
+            task.add_done_callback(reloads.discard)
+
+        loop.add_signal_handler(signal.SIGHUP, on_hangup)
     try:
         await stop.wait()
+        sip = router.b2bua.settings.sip
+        await drain_node(router.b2bua, router.endpoint, timeout_s=sip.drain_timeout_s,
+                         retry_after_s=sip.drain_retry_after_s, hurry=hurry,
+                         metrics=router.metrics)
     finally:
         log.info("stopping; %d calls in progress", router.b2bua.active_calls)
         collections.cancel()
         await router.close()
 
 
-def run(settings: NodruteSettings) -> None:
+def run(settings: NodruteSettings, config_path: Path | None = None) -> None:
     """Blocking entry point: uvloop when installed (the decided default), asyncio otherwise."""
     try:
         import uvloop
     except ImportError:
         log.warning("uvloop not installed; running on the default asyncio loop")
-        asyncio.run(serve(settings))
+        asyncio.run(serve(settings, config_path))
     else:
-        uvloop.run(serve(settings))
+        uvloop.run(serve(settings, config_path))

@@ -38,7 +38,9 @@ from sip.transaction import TransactionLayer
 from . import legs
 from .call import Call, CallState, Leg
 from .call_record import CallRecord
+from .caller_location import Locators
 from .config import NodruteSettings, TrunkSettings
+from .drain import DrainState, release_call
 from .health import HealthMonitor, ProbeOutcome, build_options
 from .hunt import Attempt, AttemptEnd
 from .media import MediaContext
@@ -68,6 +70,7 @@ class B2bua:
         media: MediaContext | None = None,
         on_failover: Callable[[str, str, str, str], None] | None = None,
         on_hunt_exhausted: Callable[[str], None] | None = None,
+        locators: Locators | None = None,
     ) -> None:
         self.layer = layer
         self.settings = settings
@@ -79,10 +82,7 @@ class B2bua:
         self._on_failover = on_failover
         """(service, from_centre, to_centre, reason) per failover step, for the metric."""
         self._on_hunt_exhausted = on_hunt_exhausted
-        self._trunks: list[tuple[list[Network], TrunkSettings]] = [
-            ([ipaddress.ip_network(c, strict=False) for c in t.sources], t)
-            for t in settings.trunks
-        ]
+        self._trunks = _trunk_networks(settings.trunks)
         self._trunk_by_source: dict[str, TrunkSettings | None] = {}
         self._by_server_tx: dict[str, Call] = {}
         self._by_client_tx: dict[str, Call] = {}
@@ -99,6 +99,11 @@ class B2bua:
         """Centre URI up/down (OPTIONS probes, live failures, overrides): the hunt asks
         ``health.is_up(uri)`` and reports ``health.mark_failed(uri, reason, now)``."""
         self._health_snapshot: RoutingSnapshot | None = None
+        self.drain: DrainState | None = None
+        """Set by :meth:`start_drain` (SIGTERM): new INVITEs and OPTIONS get 503 + Retry-After;
+        everything of the calls in progress goes on (router/drain.py)."""
+        self.locators = locators or Locators()
+        """Position and postcode indexes for caller location (none loaded: those sources off)."""
 
     # ----------------------------------------------------------------- what calls ask of us
 
@@ -258,7 +263,9 @@ class B2bua:
                 bound[0].on_request(bound[1], request, event.tx, now)
             return
         method = request.method
-        if method == "INVITE":
+        if self.drain is not None and method in ("INVITE", "OPTIONS"):
+            self._refuse_while_draining(event, now)
+        elif method == "INVITE":
             self._on_invite(event, now)
         elif method == "OPTIONS":
             self._respond(event.tx, request, 200, now, extra=[
@@ -306,7 +313,7 @@ class B2bua:
     def _trunk_for(self, source_ip: str) -> TrunkSettings | None:
         # Memoised per source address: a node hears from a handful of carrier SBCs, and the
         # ipaddress parse + network tests cost more than the rest of the INVITE's routing.
-        # The trunk list never changes after start; the size cap bounds what strangers can add.
+        # A config reload (reconfigure) empties it; the size cap bounds what strangers can add.
         cache = self._trunk_by_source
         if source_ip in cache:
             return cache[source_ip]
@@ -343,6 +350,53 @@ class B2bua:
             if call is not None and call.state is not CallState.ENDED:
                 call.state = CallState.ENDED
                 self.active_calls -= 1
+
+    # ----------------------------------------------------------------- drain and reload
+
+    def start_drain(self, now: float, retry_after_s: int) -> DrainState:
+        """Close the gate for new calls (SIGTERM, router/drain.py); calls in progress go on."""
+        if self.drain is None:
+            self.drain = DrainState(now, retry_after_s, self.active_calls)
+        return self.drain
+
+    def _refuse_while_draining(self, event: RequestReceived, now: float) -> None:
+        drain = self.drain
+        assert drain is not None and event.tx is not None
+        if event.request.method == "INVITE":
+            drain.refused += 1
+        else:
+            drain.options_refused += 1
+        self._respond(event.tx, event.request, 503, now, extra=drain.refusal_headers())
+
+    def release_calls(self, text: str, now: float) -> int:
+        """End every call in progress from the node's side (drain timeout, second signal)."""
+        drain = self.drain or self.start_drain(now, self.settings.sip.drain_retry_after_s)
+        released = 0
+        for call in list(self._by_server_tx.values()):
+            try:
+                released += release_call(call, drain, text, now)
+            except Exception:
+                log.exception("fault releasing call %s", call.record.call_id)
+                self.counters["internal_errors"] += 1
+        return released
+
+    @property
+    def requests_pending(self) -> bool:
+        """Requests calls sent (BYE, CANCEL, relays) still waiting for a final response."""
+        return bool(self._by_client_tx)
+
+    def reconfigure(self, settings: NodruteSettings, now: float) -> None:
+        """A reloaded config (SIGHUP, router/reload.py decides what may change) for what comes
+        next: new calls route with it, hunts started from now on take its timers. A call keeps
+        its trunk, centre and hunt timers; with media, the IVR flows of calls already in one."""
+        self.settings = settings
+        self._trunks = _trunk_networks(settings.trunks)
+        self._trunk_by_source = {}
+        self.health.settings = settings.health
+        if self.health.started:
+            self.health.set_destinations(self.snapshot.centres.values(), now)
+        if self.media is not None:
+            self.media = MediaContext(self.media.engine, self.media.catalogue, settings.ivr)
 
     # ----------------------------------------------------------------- timers
 
@@ -407,6 +461,10 @@ class B2bua:
 
 
 _CLIENT_EVENTS = (ResponseReceived, TransactionTimedOut, TransportFailed)
+
+
+def _trunk_networks(trunks: list[TrunkSettings]) -> list[tuple[list[Network], TrunkSettings]]:
+    return [([ipaddress.ip_network(c, strict=False) for c in t.sources], t) for t in trunks]
 
 
 def _to_tag(request: Request) -> str | None:

@@ -35,9 +35,10 @@ from sip.message import Request, Response, make_response
 from . import call_ivr, in_dialog, legs
 from .call_record import CallRecord, TerminatedReason
 from .call_state import CallState, Leg
+from .caller_location import CallerLocation, disagreement, gather_location
 from .hunt import Attempt, AttemptEnd, DestinationLike, Hunt, HuntPolicy
 from .media import SDP, CallMedia
-from .resolve import DialledService, LocationSource, choose_municipality, municipality_hints
+from .resolve import DialledService, LocationSource, choose_municipality
 
 if TYPE_CHECKING:
     from .b2bua import B2bua
@@ -112,6 +113,7 @@ class Call:
         self.early_media_sent = False
         self.attempts_dialled = 0
         self.location_source = LocationSource.DEFAULT
+        self.location: CallerLocation | None = None
         self.record = CallRecord(
             call_id=self.caller_call_id,
             service=dialled.service.value,
@@ -138,11 +140,20 @@ class Call:
     def _route(self, service: Service, now: float) -> Centre | None:
         """The centre for the caller's location and ``service`` (the default centre if none);
         None (caller answered 500) when not even the default centre exists."""
-        hints = municipality_hints(
-            self.invite, self.dialled, self.trunk.municipality_sources,
-            self.trunk.municipality_header,
-        )
-        choice = choose_municipality(hints, lambda code: self.snapshot.lookup(code, service))
+        location = self.location
+        if location is None:  # gathered once: an IVR transfer re-routes with the same hints
+            location = self.location = gather_location(
+                self.invite, self.dialled, self.trunk.municipality_sources,
+                self.trunk.municipality_header, self.host.locators,
+            )
+            self.record.location_evidence = location.evidence
+            self.record.location_ambiguous = location.ambiguous
+
+        def lookup(code: str) -> RouteLookup | None:
+            return self.snapshot.lookup(code, service)
+
+        choice = choose_municipality(location.hints, lookup)
+        self.record.location_disagreement = disagreement(location, lookup)
         self.record.requested_municipality = choice.requested
         self.record.location_source = choice.source.value
         self.location_source = choice.source

@@ -31,6 +31,9 @@ class TerminatedReason(enum.StrEnum):
     """The caller never acknowledged the answer (RFC 3261 §13.3.1.4): both legs released."""
     ERROR = "error"
     """A fault inside the router; the caller got 500 and the centre leg was released."""
+    NODE_SHUTDOWN = "node_shutdown"
+    """The node stopped (drain timeout, second SIGTERM) and released the call itself: BYE on
+    both legs, or 503 + Retry-After to a caller not yet answered (router/drain.py)."""
 
 
 class Outcome(enum.StrEnum):
@@ -57,6 +60,13 @@ class CallRecord:
     municipality: str | None = None
     """Today's municipality number the route used; ``None`` for the default centre."""
     location_source: str = "default"
+    """Which hint decided: header, uri_param, prefix, geo, postcode or default."""
+    location_evidence: list[str] = field(default_factory=list)
+    """What every location source said (``geo=0301 inside r=25m``, ``header=0301``…)."""
+    location_ambiguous: bool = False
+    """The caller's position may lie in more than one municipality."""
+    location_disagreement: bool = False
+    """The carrier's municipality and the caller's position name different municipalities."""
     table_version: str = ""
     centre_id: str | None = None
     """The centre of the last attempt: the one that answered, if any."""

@@ -46,6 +46,10 @@ class SipSettings(_Section):
     t4_s: float = Field(5.0, gt=0)
     user_agent: str = "nodrute/0.1"
     max_forwards: int = Field(70, ge=1, le=255)
+    drain_retry_after_s: int = Field(30, ge=0, le=86400)
+    """SIGTERM: new INVITEs (and OPTIONS) get 503 with this Retry-After while calls drain."""
+    drain_timeout_s: float = Field(3600.0, ge=0)
+    """SIGTERM: calls still up after this long are released (BYE / 503), then the node exits."""
 
     @property
     def via_host(self) -> str:
@@ -70,6 +74,17 @@ class RoutingSettings(_Section):
 
     def ring_timeout_s(self, service: Service) -> float:
         return self.ring_timeout_113_s if service is Service.AMK else self.ring_timeout_116117_s
+
+
+class LocationSettings(_Section):
+    """Caller location by value: PIDF-LO positions and civic postcodes (issue 7)."""
+
+    max_uncertainty_m: float = Field(5000.0, gt=0)
+    """A position whose uncertainty radius is larger than this is not used for routing."""
+    max_nearest_m: float = Field(5000.0, ge=0)
+    """A position in no municipality (at sea, on a skerry) takes the nearest one within this."""
+    max_pidf_bytes: int = Field(16 * 1024, ge=512, le=256 * 1024)
+    """A PIDF-LO document larger than this is not parsed (bounds the time spent per call)."""
 
 
 class FailoverSettings(_Section):
@@ -111,8 +126,11 @@ class TrunkSettings(_Section):
     """Source networks (CIDR) the trunk's traffic comes from; first matching trunk wins."""
     municipality_sources: list[LocationSource] = [
         LocationSource.HEADER, LocationSource.URI_PARAM, LocationSource.PREFIX,
+        LocationSource.GEO, LocationSource.POSTCODE,
     ]
-    """Where to look for the municipality number, in order of precedence."""
+    """Where to look for the municipality number, in order of precedence: the first one the
+    routing table knows decides. ``geo`` (PIDF-LO position) first suits a trunk whose
+    municipality header comes from the cell site rather than the caller."""
     municipality_header: str = "X-Kommunenummer"
 
     @field_validator("sources")
@@ -187,6 +205,7 @@ class NodruteSettings(BaseSettings):
     sip: SipSettings = SipSettings()
     routing: RoutingSettings = RoutingSettings()
     failover: FailoverSettings = FailoverSettings()
+    location: LocationSettings = LocationSettings()
     trunks: list[TrunkSettings] = [TrunkSettings(name="default")]
     log: LogSettings = LogSettings()
     database: DatabaseSettings = DatabaseSettings()

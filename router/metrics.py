@@ -52,6 +52,16 @@ class NodeMetrics:
             "nodrute_calls", "Calls ended, by service and outcome.", ["service", "outcome"],
             registry=r,
         )  # fmt: skip
+        self.location_sources = Counter(
+            "nodrute_location_source",
+            "Calls by the location source that decided their route (header, uri_param, prefix, "
+            "geo, postcode, default).", ["service", "source"], registry=r,
+        )  # fmt: skip
+        self.location_disagreements = Counter(
+            "nodrute_location_disagreements",
+            "Calls whose carrier municipality and PIDF-LO position named different "
+            "municipalities.", ["service"], registry=r,
+        )  # fmt: skip
         self.failovers = Counter(
             "nodrute_failover",
             "Hunt steps: an attempt at from_centre ended without an answer (reason) and the "
@@ -89,6 +99,16 @@ class NodeMetrics:
             "(call_failure, call_response), by centre and outcome.",
             ["centre", "outcome"], registry=r,
         )  # fmt: skip
+        self.draining = Gauge(
+            "nodrute_draining",
+            "1 while the node drains (SIGTERM: new calls get 503, calls in progress go on).",
+            registry=r,
+        )
+        self.config_reload_failures = Counter(
+            "nodrute_config_reload_failures",
+            "SIGHUP reloads refused (unreadable or invalid file); the running config stays.",
+            registry=r,
+        )
         self._server: WSGIServer | None = None
         self._thread: threading.Thread | None = None
 
@@ -110,6 +130,9 @@ class NodeMetrics:
     def call_ended(self, record: CallRecord) -> None:
         """The B2BUA's ``on_call_ended`` hook."""
         self.calls.labels(service=record.service, outcome=record.outcome.value).inc()
+        self.location_sources.labels(service=record.service, source=record.location_source).inc()
+        if record.location_disagreement:
+            self.location_disagreements.labels(service=record.service).inc()
 
     def failover(self, service: str, from_centre: str, to_centre: str, reason: str) -> None:
         """The B2BUA's ``on_failover`` hook."""

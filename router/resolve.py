@@ -30,6 +30,10 @@ class LocationSource(enum.StrEnum):
     HEADER = "header"
     URI_PARAM = "uri_param"
     PREFIX = "prefix"
+    GEO = "geo"
+    """A PIDF-LO position placed in a municipality (``router.caller_location``)."""
+    POSTCODE = "postcode"
+    """A PIDF-LO civic address's postcode."""
     DEFAULT = "default"
     """No usable hint: the service's configured default centre."""
 
