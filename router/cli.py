@@ -34,7 +34,7 @@ def serve(
     config: Annotated[Path, typer.Option(help="TOML config file.", exists=True,
                                          dir_okay=False)] = DEFAULT_CONFIG_PATH,
 ) -> None:
-    """Run the router in the foreground until SIGTERM/SIGINT."""
+    """Run the router in the foreground: SIGTERM/SIGINT drain and stop, SIGHUP reloads."""
     from .app import run
 
     try:
@@ -47,7 +47,7 @@ def serve(
         format="%(asctime)s %(levelname)s %(name)s %(message)s",
     )
     try:
-        run(settings)
+        run(settings, config)
     except TableError as err:
         typer.echo(f"routing table rejected:\n{err}", err=True)
         raise typer.Exit(2) from None
