@@ -186,8 +186,6 @@ def check_media(settings: NodruteSettings) -> PromptCatalogue:
     from ivr.session import missing_prompts
 
     media = settings.media
-    if media.mode != "anchor":
-        raise SystemExit(f"[media] mode {media.mode!r} is not supported yet (use 'anchor')")
     try:
         PortRange(media.rtp_port_first, media.rtp_port_last)
     except ValueError as err:

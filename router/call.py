@@ -38,6 +38,7 @@ from .call_state import CallState, Leg
 from .caller_location import CallerLocation, disagreement, gather_location
 from .hunt import Attempt, AttemptEnd, DestinationLike, Hunt, HuntPolicy
 from .media import SDP, CallMedia
+from .release import MediaRelease
 from .resolve import DialledService, LocationSource, choose_municipality
 
 if TYPE_CHECKING:
@@ -111,6 +112,8 @@ class Call:
         self.media: CallMedia | None = None
         """Anchored media and the IVR (``[media] enabled``); None: SDP is relayed as is."""
         self.early_media_sent = False
+        self.release: MediaRelease | None = None
+        """``[media] mode = "release"``: hands the RTP to the endpoints after the answer."""
         self.attempts_dialled = 0
         self.location_source = LocationSource.DEFAULT
         self.location: CallerLocation | None = None
@@ -357,6 +360,9 @@ class Call:
 
     def on_response(self, tx: str, response: Response, retransmission: bool, now: float) -> None:
         """A response on one of our client transactions."""
+        if self.release is not None and self.release.owns(tx):
+            self.release.on_response(self, response, now)
+            return
         relay = self.relays.pop(tx, None) if response.status >= 200 else self.relays.get(tx)
         if relay is not None:
             in_dialog.relay_response(self, relay, response, now)
@@ -435,6 +441,9 @@ class Call:
             self.media.centre_sdp(response.body)
             self.media.bridge()  # the prompt stops at once, then leg-to-leg relay
             _with_body(out, self.media.caller_answer)  # the same answer as in the 183
+            if self.host.settings.media.mode == "release":
+                self.release = MediaRelease()
+                self.release.centre_sdp = response.body
         self.caller_dialog = Dialog.as_uas(self.invite, self.caller_tag, contact)
         self.host.bind_dialog(self.caller_call_id, self.caller_tag, self, Leg.CALLER)
         self.host.layer.send_response(self.in_tx, out, now)
@@ -508,6 +517,9 @@ class Call:
         self._on_client_failure(tx, 503, AttemptEnd.TRANSPORT_ERROR, now)
 
     def _on_client_failure(self, tx: str, status: int, end: AttemptEnd, now: float) -> None:
+        if self.release is not None and self.release.owns(tx):
+            self.release.on_failure(self, end.value)
+            return
         relay = self.relays.pop(tx, None)
         if relay is not None:
             in_dialog.relay_failed(self, relay, status, now)
@@ -557,6 +569,8 @@ class Call:
             self.state = CallState.CONFIRMED
             if self.centre_ack_pending:
                 self._send_centre_ack(ack, now)
+            if self.release is not None:
+                self.release.start(self, now)
 
     def on_ack_timeout(self, now: float) -> None:
         """The caller never ACKed our 2xx (§13.3.1.4): release both legs."""
@@ -577,6 +591,12 @@ class Call:
         call_ivr.on_media_event(self, event, now)
 
     # ----------------------------------------------------------------- helpers
+
+    @property
+    def media_anchored(self) -> bool:
+        """RTP flows through the router (anchored, and not handed over by a release)."""
+        return self.media is not None and not (self.release is not None
+                                               and self.release.released)
 
     def dialog(self, leg: Leg) -> Dialog | None:
         return self.caller_dialog if leg is Leg.CALLER else self.centre_dialog

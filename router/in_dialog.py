@@ -50,7 +50,7 @@ def on_request(call: Call, leg: Leg, request: Request, tx: str, now: float) -> N
     if request.method == "OPTIONS":
         layer.send_response(tx, make_response(request, 200, extra=[("Allow", legs.ALLOW)]), now)
         return
-    if call.media is not None and request.method in ("INVITE", "UPDATE"):
+    if call.media_anchored and request.method in ("INVITE", "UPDATE"):
         _answer_offer_here(call, leg, request, tx, now)
         return
     _relay_request(call, leg, request, tx, now)
