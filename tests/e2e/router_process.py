@@ -31,12 +31,14 @@ def router_command(config: Path) -> list[str]:
 
 
 def write_router_config(path: Path, port: int, table_dir: Path = TABLE_DIR, *,
-                        extra: str = "") -> Path:
+                        extra: str = "",
+                        municipality_sources: str = '["header", "uri_param", "prefix"]') -> Path:
     """A config for the test router: 127.0.0.1:``port``, UDP and TCP, the given table.
 
     The table database is a SQLite file next to the config (unless ``extra`` has its own
     ``[database]``); the metrics endpoint is off unless ``extra`` has a ``[metrics]``, and
-    centre probing (``[health]``) likewise.
+    centre probing (``[health]``) likewise. ``municipality_sources`` is the trunk's list
+    (TOML), e.g. ``'["geo", "header"]'``.
     """
     if "[database]" not in extra:
         database = (path.parent / "nodrute.db").resolve().as_posix()
@@ -61,7 +63,7 @@ default_centre_116117 = "{DEFAULT_CENTRE_116117}"
 
 [[trunks]]
 name = "default"
-municipality_sources = ["header", "uri_param", "prefix"]
+municipality_sources = {municipality_sources}
 municipality_header = "X-Kommunenummer"
 {extra}""",
         encoding="utf-8",
@@ -122,6 +124,7 @@ class RunningRouter:
 @contextmanager
 def running_router(
     workdir: Path, table_dir: Path = TABLE_DIR, *, extra_config: str = "", port: int | None = None,
+    municipality_sources: str = '["header", "uri_param", "prefix"]',
 ) -> Iterator[RunningRouter]:
     """Start the router, wait until it answers OPTIONS with 200, stop it with SIGTERM after.
 
@@ -130,7 +133,8 @@ def running_router(
     """
     workdir.mkdir(parents=True, exist_ok=True)
     port = port or free_port()
-    config = write_router_config(workdir / "nodrute.toml", port, table_dir, extra=extra_config)
+    config = write_router_config(workdir / "nodrute.toml", port, table_dir, extra=extra_config,
+                                 municipality_sources=municipality_sources)
     stderr_path = workdir / "router.stderr.log"
     env = {k: v for k, v in os.environ.items() if not k.startswith("NODRUTE__")}
     env["PYTHONUNBUFFERED"] = "1"
