@@ -31,6 +31,7 @@ from sip.dialog import Dialog
 from sip.headers import parse_cseq, parse_name_addr_shared
 from sip.ids import new_branch, new_call_id, new_tag
 from sip.message import Request, Response, make_response
+from sip.multipart import replace_sdp, sdp_of
 
 from . import call_ivr, in_dialog, legs
 from .call_record import CallRecord, TerminatedReason
@@ -135,7 +136,7 @@ class Call:
         if centre is None:
             return
         self.centre = centre
-        if self.host.media is not None and self.invite.body:
+        if self.host.media is not None and self.caller_sdp is not None:
             call_ivr.start_media(self, centre, now)
             return
         self.begin_hunt(centre, now)
@@ -258,11 +259,14 @@ class Call:
         )
         if self.media is not None:
             try:
-                invite.body = self.media.offer_centre()
+                offer = self.media.offer_centre()
             except MediaEngineError:
                 self.fail_caller(503, "No media resources", TerminatedReason.ERROR, now)
                 return
-            invite.headers.set("Content-Type", SDP)
+            # Our SDP in place of the caller's; a PIDF-LO part stays, byte for byte.
+            content_type, invite.body = replace_sdp(
+                self.invite.headers.get("Content-Type"), self.invite.body, offer)
+            invite.headers.set("Content-Type", content_type)
         self.centre_invite = invite
         self.record.centre_id = attempt.centre_id
         self.record.centre_uri = uri
@@ -401,7 +405,7 @@ class Call:
         )
         if self.media is not None:
             media = self.media
-            if media.centre_sdp(response.body) and media.ivr is None:
+            if media.centre_sdp(_sdp(response)) and media.ivr is None:
                 media.bridge()  # no IVR on this call: the caller hears the centre's early media
             if media.ivr is not None or media.bridged or self.early_media_sent:
                 _with_body(out, media.caller_answer)
@@ -438,12 +442,12 @@ class Call:
             contact=contact,
         )
         if self.media is not None:
-            self.media.centre_sdp(response.body)
+            self.media.centre_sdp(_sdp(response))
             self.media.bridge()  # the prompt stops at once, then leg-to-leg relay
             _with_body(out, self.media.caller_answer)  # the same answer as in the 183
             if self.host.settings.media.mode == "release":
                 self.release = MediaRelease()
-                self.release.centre_sdp = response.body
+                self.release.centre_sdp = _sdp(response)
         self.caller_dialog = Dialog.as_uas(self.invite, self.caller_tag, contact)
         self.host.bind_dialog(self.caller_call_id, self.caller_tag, self, Leg.CALLER)
         self.host.layer.send_response(self.in_tx, out, now)
@@ -593,6 +597,11 @@ class Call:
     # ----------------------------------------------------------------- helpers
 
     @property
+    def caller_sdp(self) -> bytes | None:
+        """The caller's SDP offer, from a plain or multipart body; None for a late offer."""
+        return sdp_of(self.invite.headers.get("Content-Type"), self.invite.body)
+
+    @property
     def media_anchored(self) -> bool:
         """RTP flows through the router (anchored, and not handed over by a release)."""
         return self.media is not None and not (self.release is not None
@@ -625,6 +634,11 @@ def _cancel_reason(end: AttemptEnd) -> str:
     if end is AttemptEnd.RING_TIMEOUT:
         return legs.q850_reason(19, "No answer")
     return legs.q850_reason(102, "Recovery on timer expiry")
+
+
+def _sdp(message: Request | Response) -> bytes:
+    """The SDP of a message (its body, or the SDP part of a multipart body); b"" if none."""
+    return sdp_of(message.headers.get("Content-Type"), message.body) or b""
 
 
 def _with_body(response: Response, sdp: bytes) -> None:

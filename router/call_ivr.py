@@ -36,7 +36,7 @@ def start_media(call: Call, centre: Centre, now: float) -> None:
     call.media = media
     call.host.bind_media(media.leg_ids, call)
     try:
-        media.answer_caller(call.invite.body)
+        media.answer_caller(call.caller_sdp or b"")
     except MediaRefused as err:
         call.host.counters[f"rejected:media_{err.status}"] += 1
         call.fail_caller(err.status, err.reason, TerminatedReason.ERROR, now)

@@ -32,8 +32,14 @@ from router.pidf_lo import (
     parse_pidf,
 )
 from sip.errors import SipParseError
-from sip.headers import split_params
 from sip.message import Request
+from sip.multipart import (
+    MULTIPART_TYPES,
+    media_type,
+    part_headers,
+    split_multipart,
+    valid_boundary,
+)
 
 __all__ = [
     "CivicAddress",
@@ -46,7 +52,7 @@ __all__ = [
 ]
 
 PIDF_MEDIA_TYPE = "application/pidf+xml"
-_MULTIPART_TYPES = frozenset({"multipart/mixed", "multipart/related"})
+
 _IDENTITY_ENCODINGS = frozenset({"7bit", "8bit", "binary"})
 MAX_PROBLEMS = 12
 
@@ -136,7 +142,7 @@ def parse_location(*, geolocation: Sequence[str], routing: str | None,
     """:func:`parse_geolocation` on the raw header values and body. Never raises."""
     media = (content_type or "").partition(";")[0].strip().lower()
     if not geolocation and routing is None and media != PIDF_MEDIA_TYPE \
-            and media not in _MULTIPART_TYPES:
+            and media not in MULTIPART_TYPES:
         return NO_LOCATION  # fast path: an ordinary INVITE with an SDP body
     try:
         return _parse(geolocation, routing, content_type, content_id, body, limits)
@@ -308,21 +314,21 @@ def _collect(content_type: str | None, content_id: str | None, body: bytes, dept
     if media == PIDF_MEDIA_TYPE:
         out.append(_BodyPart(_content_id_key(content_id) if content_id else None, body))
         return
-    if media not in _MULTIPART_TYPES:
+    if media not in MULTIPART_TYPES:
         return
     if depth >= limits.max_multipart_depth:
         problems.append("multipart body nested too deep: inner parts ignored")
         return
     boundary = params.get("boundary")
-    if not boundary or not _valid_boundary(boundary):
+    if not boundary or not valid_boundary(boundary):
         problems.append(f"multipart body with a missing or bad boundary {clip(boundary or '')}")
         return
-    for raw in _split_multipart(body, boundary.encode("ascii"), budget[0] + 1):
+    for raw in split_multipart(body, boundary.encode("ascii"), budget[0] + 1):
         if budget[0] <= 0:
             problems.append(f"more than {limits.max_body_parts} body parts: rest ignored")
             return
         budget[0] -= 1
-        headers, data = _part_headers(raw)
+        headers, data = part_headers(raw)
         encoding = headers.get("content-transfer-encoding", "binary").strip().lower()
         if encoding not in _IDENTITY_ENCODINGS:
             problems.append(f"body part with Content-Transfer-Encoding {clip(encoding)} ignored")
@@ -333,64 +339,8 @@ def _collect(content_type: str | None, content_id: str | None, body: bytes, dept
 
 
 def _media_type(value: str | None, problems: list[str]) -> tuple[str, dict[str, str | None]]:
-    media, _, param_text = (value or "").partition(";")
     try:
-        params = split_params(param_text, "Content-Type")
+        return media_type(value)
     except SipParseError:
         problems.append(f"bad Content-Type parameters {clip(value or '')}")
-        params = {}
-    return media.strip().lower(), params
-
-
-# RFC 2046 §5.1.1: boundary := 0*69<bchars> bcharsnospace
-_BOUNDARY = re.compile(r"[0-9A-Za-z'()+_,\-./:=? ]{0,69}[0-9A-Za-z'()+_,\-./:=?]")
-
-
-def _valid_boundary(boundary: str) -> bool:
-    return bool(_BOUNDARY.fullmatch(boundary))
-
-
-def _split_multipart(body: bytes, boundary: bytes, most: int) -> list[bytes]:
-    """The first ``most`` encapsulated parts; preamble and epilogue dropped.
-
-    A delimiter is CRLF "--" boundary, optional transport padding, CRLF; the close delimiter
-    adds "--" (RFC 2046 §5.1.1). The CRLF before a delimiter belongs to it, not to the part.
-    Bare LF line ends are accepted, and a missing close delimiter ends the last part at the end
-    of the body.
-    """
-    delimiter = re.compile(rb"(?:\A|\r?\n)--" + re.escape(boundary) + rb"(--)?[ \t]*(?:\r?\n|\Z)")
-    parts: list[bytes] = []
-    start: int | None = None
-    for match in delimiter.finditer(body):
-        if start is not None:
-            parts.append(body[start:match.start()])
-        if match[1] or len(parts) >= most:  # close delimiter, or enough
-            return parts
-        start = match.end()
-    if start is not None and start < len(body):
-        parts.append(body[start:])
-    return parts
-
-
-_BLANK_LINE = re.compile(rb"\r?\n\r?\n")
-
-
-def _part_headers(raw: bytes) -> tuple[dict[str, str], bytes]:
-    """A body part's MIME headers (names lower-cased, first wins) and its content."""
-    if raw.startswith((b"\r\n", b"\n")):
-        return {}, raw[raw.index(b"\n") + 1:]
-    match = _BLANK_LINE.search(raw)
-    head, data = (raw[:match.start()], raw[match.end():]) if match else (raw, b"")
-    headers: dict[str, str] = {}
-    name = ""
-    for line in head.decode("utf-8", "replace").splitlines():
-        if line[:1] in (" ", "\t") and name:  # folded continuation (RFC 5322 §2.2.3)
-            headers[name] += " " + line.strip()
-            continue
-        key, colon, value = line.partition(":")
-        name = key.strip().lower() if colon else ""
-        if name and name not in headers:
-            headers[name] = value.strip()
-        elif name:
-            name = ""  # a repeated header: keep the first, drop its continuation lines too
-    return headers, data
+        return (value or "").partition(";")[0].strip().lower(), {}

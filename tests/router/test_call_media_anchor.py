@@ -22,6 +22,7 @@ from router.call_record import TerminatedReason
 from router.config import NodruteSettings
 from router.media import MediaContext
 from sip.message import Request, Response
+from sip.multipart import sdp_of
 from sip.sdp import NegotiatedAudio, SessionDescription
 
 LVS_OSLO = ("127.0.0.1", 5201)
@@ -423,3 +424,28 @@ def test_without_a_flow_ringing_stays_local_until_the_centre_sends_early_media(
     h.feed(response_to(invite, 200, body=SDP_ANSWER), source=AMK_OSLO)
     assert response(h, 200).body == early.body
     assert len(engine.kinds("bridge")) == 1
+
+
+def test_pidf_lo_beside_the_sdp_is_kept_when_the_media_is_anchored(
+        snapshot: RoutingSnapshot) -> None:
+    # RFC 6442: the centre must still find the location part the Geolocation header names.
+    engine = FakeEngine()
+    h = media_harness(snapshot, engine)
+    pidf_part = (b"Content-Type: application/pidf+xml\r\nContent-ID: <loc7@carrier.example>"
+                 b"\r\n\r\n<presence>position</presence>")
+    body = (b"--b1\r\nContent-Type: application/sdp\r\n\r\n" + SDP_OFFER +
+            b"\r\n--b1\r\n" + pidf_part + b"\r\n--b1--\r\n")
+    raw = caller_invite(7, extra="Geolocation: <cid:loc7@carrier.example>", body=b"")
+    raw = raw.replace(b"Content-Length: 0\r\n",
+                      b"Content-Type: multipart/mixed;boundary=b1\r\n"
+                      + f"Content-Length: {len(body)}\r\n".encode()) + body
+    h.feed(raw)
+    invite = centre_invite(h, AMK_OSLO)
+    assert response(h, 183)  # the caller's SDP was found in its multipart body
+    content_type = invite.headers.get("Content-Type") or ""
+    assert content_type.startswith("multipart/mixed")
+    assert invite.headers.get("Geolocation") == "<cid:loc7@carrier.example>"
+    assert pidf_part in invite.body
+    assert SDP_OFFER not in invite.body  # the centre gets the router's SDP, not the caller's
+    centre_sdp = sdp_of(content_type, invite.body)
+    assert centre_sdp is not None and audio_port(centre_sdp) in engine.legs.values()
