@@ -20,6 +20,10 @@ the flags. One run, everything on 127.0.0.1:
    calls with a long hold time at a moderate rate until ``rate x hold`` calls are up at
    once; reports the peak of concurrent calls and the router's RSS growth per held call.
 
+The media section (bench_media.py) and the caller-location section (bench_location.py:
+geo_bench.py lookup times, location_parse_bench.py parse times, no SIPp) follow;
+``--only calls|media|location``, ``--no-media``, ``--no-location``.
+
 Per step it records calls/s achieved (successful calls / the longer of the step's length and
 the time of the last 200 OK), failed calls (by SIPp's reason), retransmissions (UAC and UAS),
 response times p50/p95/p99/max from ``-trace_rtt`` for INVITE->100 (``trying``), INVITE->180
@@ -59,6 +63,7 @@ from pathlib import Path
 from typing import Any
 
 from bench_kamailio import kamailio_binary, kamailio_version, running_kamailio
+from bench_location import markdown_location, run_location_section
 from bench_media import (
     DEFAULT_BRIDGED_STEPS,
     DEFAULT_IVR_STEPS,
@@ -371,13 +376,16 @@ def markdown_report(report: dict[str, Any]) -> str:
         "",
         f"{env['cpu_count']} CPUs, load average before {env['loadavg_before']}, after "
         f"{env['loadavg_after']}; Python {env['python']}; uvloop in the router: "
-        f"**{'on' if env['router_uvloop'] else 'off'}**; {env['sipp_version']}; "
+        f"**{ {True: 'on', False: 'off'}.get(env['router_uvloop'], 'not run')}**; "
+        f"{env['sipp_version']}; "
         f"commit {env['git_commit']}{' (dirty)' if env['git_dirty'] else ''}.",
     ]
     if report["parameters"]["calls"]:
         lines += _markdown_calls(report)
     if report.get("media"):
         lines += markdown_media(report["media"])
+    if report.get("location"):
+        lines += markdown_location(report["location"])
     return "\n".join(lines) + "\n"
 
 
@@ -519,8 +527,9 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     parser.add_argument("--keep-work", action="store_true",
                         help="keep SIPp's and the router's files in <out>/work-<timestamp>")
     media = parser.add_argument_group("media (loadtests/bench_media.py)")
-    media.add_argument("--only", choices=("calls", "media"), default=None,
-                       help="run only the call bench (ramp, ceiling, held) or only the media")
+    media.add_argument("--only", choices=("calls", "media", "location"), default=None,
+                       help="run only the call bench (ramp, ceiling, held), the media or the "
+                       "caller-location micro-benchmarks")
     media.add_argument("--no-media", action="store_true", help="skip the media section")
     media.add_argument("--ivr-steps", default=DEFAULT_IVR_STEPS,
                        help="concurrent IVR sessions (116117 callers hearing the greeting)")
@@ -534,6 +543,11 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
                        help="measured window with every call of the step up")
     media.add_argument("--media-baseline-s", type=float, default=4.0,
                        help="media_bench.py measure time per mode (0 = no engine baseline)")
+    location = parser.add_argument_group("caller location (loadtests/bench_location.py)")
+    location.add_argument("--no-location", action="store_true",
+                          help="skip geo_bench.py and location_parse_bench.py")
+    location.add_argument("--geo-points", type=int, default=100_000,
+                          help="random points per geo_bench.py lookup series")
     args = parser.parse_args(argv)
     if args.only == "media" and args.no_media:
         parser.error("--only media and --no-media exclude each other")
@@ -612,7 +626,9 @@ def main(argv: Sequence[str] | None = None) -> int:
             "rates": rates, "step_s": args.step_s, "hold_ms": args.hold_ms,
             "repeat": args.repeat, "keep_going": args.keep_going,
             "recv_timeout_ms": args.recv_timeout_ms, "router_config": str(BENCH_CONFIG),
-            "calls": args.only != "media", "media": args.only != "calls" and not args.no_media,
+            "calls": args.only in (None, "calls"),
+            "media": args.only in (None, "media") and not args.no_media,
+            "location": args.only in (None, "location") and not args.no_location,
         },
         "environment": {
             "cpu_count": os.cpu_count(), "loadavg_before": load_average(),
@@ -702,6 +718,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         report["media"] = media_section(args, binary, workdir / "media", ports, router_env, log)
         if report["environment"]["router_uvloop"] is None:
             report["environment"]["router_uvloop"] = report["media"]["router_uvloop"]
+    if report["parameters"]["location"]:
+        report["location"] = run_location_section(
+            points=args.geo_points, repeat=100, runs=300, log=log)
     report["highest_zero_failure_rate"] = {
         target: highest_clean_rate(report["steps"][target])
         for target in ("router", "ceiling", "kamailio")
