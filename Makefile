@@ -45,8 +45,10 @@ loadtest-data: venv
 	$(BIN)/python loadtests/make_call_csv.py
 
 ## bench: router vs SIPp-only ceiling, calls/s ramp + held calls, then media: IVR sessions and
-## bridged calls with RTP, CPU per 100 streams (~8 min; loadtests/README.md).
-## Media only: make bench BENCH_ARGS="--only media"; calls only: BENCH_ARGS="--no-media".
+## bridged calls with RTP, CPU per 100 streams, then caller location: lookup and PIDF-LO parse
+## times (~8 min; loadtests/README.md).
+## Media only: make bench BENCH_ARGS="--only media"; calls only: BENCH_ARGS="--only calls";
+## location only (~15 s): BENCH_ARGS="--only location".
 ## Longer runs: make bench BENCH_ARGS="--step-s 30 --repeat 3 --keep-going"
 bench: venv deps
 	$(BIN)/python loadtests/bench.py $(BENCH_ARGS)
