@@ -50,8 +50,17 @@ USER 10001:10001
 
 EXPOSE 5060/udp 5060/tcp 9464/tcp
 
-# Healthy = an out-of-dialog OPTIONS over UDP to 127.0.0.1:5060 gets "SIP/2.0 200".
+# Healthy = an out-of-dialog OPTIONS over UDP to 127.0.0.1:5060 gets "SIP/2.0 200", or 503
+# while the node drains after SIGTERM (alive and finishing its calls: an orchestrator that
+# restarted it then would cut those calls; the carrier's SBC reads the 503 as "use another node").
 HEALTHCHECK --interval=15s --timeout=5s --start-period=10s --retries=3 \
-    CMD ["python", "-c", "import socket,sys; s=socket.socket(socket.AF_INET,socket.SOCK_DGRAM); s.settimeout(3); s.bind(('127.0.0.1',0)); p=s.getsockname()[1]; s.sendto(('OPTIONS sip:127.0.0.1:5060 SIP/2.0\\r\\nVia: SIP/2.0/UDP 127.0.0.1:%d;branch=z9hG4bKhealth%d;rport\\r\\nMax-Forwards: 70\\r\\nFrom: <sip:health@127.0.0.1>;tag=health\\r\\nTo: <sip:127.0.0.1:5060>\\r\\nCall-ID: health-%d@127.0.0.1\\r\\nCSeq: 1 OPTIONS\\r\\nContent-Length: 0\\r\\n\\r\\n' % (p,p,p)).encode(), ('127.0.0.1',5060)); sys.exit(0 if s.recv(65535).startswith(b'SIP/2.0 200') else 1)"]
+    CMD ["python", "-c", "import socket,sys; s=socket.socket(socket.AF_INET,socket.SOCK_DGRAM); s.settimeout(3); s.bind(('127.0.0.1',0)); p=s.getsockname()[1]; s.sendto(('OPTIONS sip:127.0.0.1:5060 SIP/2.0\\r\\nVia: SIP/2.0/UDP 127.0.0.1:%d;branch=z9hG4bKhealth%d;rport\\r\\nMax-Forwards: 70\\r\\nFrom: <sip:health@127.0.0.1>;tag=health\\r\\nTo: <sip:127.0.0.1:5060>\\r\\nCall-ID: health-%d@127.0.0.1\\r\\nCSeq: 1 OPTIONS\\r\\nContent-Length: 0\\r\\n\\r\\n' % (p,p,p)).encode(), ('127.0.0.1',5060)); sys.exit(0 if s.recv(65535).startswith((b'SIP/2.0 200',b'SIP/2.0 503')) else 1)"]
+
+# SIGTERM drains: new calls get 503 + Retry-After, calls in progress go on until they end or
+# [sip] drain_timeout_s (default 3600 s), then the node exits 0; a second SIGTERM stops at once.
+# Give it the time: `docker stop -t 3600`, compose `stop_grace_period: 1h`, Kubernetes
+# `terminationGracePeriodSeconds: 3600` (Docker's default 10 s SIGKILLs calls in progress).
+# SIGHUP (`docker kill -s HUP`) reloads the config file.
+STOPSIGNAL SIGTERM
 
 CMD ["nodrute", "serve", "--config", "/app/configs/nodrute.toml"]
