@@ -208,3 +208,44 @@ def wait_for_log(router: RunningRouter, text: str, timeout_s: float = 10.0) -> N
     while text not in router.stderr_text():
         assert time.monotonic() < deadline, f"no {text!r} in the log\n{router.failure_report()}"
         time.sleep(0.05)
+
+
+@pytest.mark.parametrize("how", ["drain_timeout", "second_sigterm"])
+def test_calls_still_up_are_released_with_bye_on_both_legs(
+    sipp: SippFleet, tmp_path: Path, how: str
+) -> None:
+    oslo = load_centres()["AMK-OSLO"]
+    centre = sipp.start_uas("uas_centre.xml", oslo.centre_id, oslo.port)
+    env = {"NODRUTE__SIP__DRAIN_TIMEOUT_S": "1"} if how == "drain_timeout" else {}
+    calls = 10
+    with router_process(tmp_path / "router", "", env) as router:
+        result: dict[str, UacResult] = {}
+
+        def hold() -> None:  # callers that stay on the line until the far end hangs up
+            result["uac"] = sipp.run_uac(
+                "uac_wait_bye.xml", router.port, injection_file=DATA / "calls_one.csv",
+                calls=calls, rate_per_s=20, timeout_s=40,
+            )  # fmt: skip
+
+        caller = threading.Thread(target=hold)
+        caller.start()
+        deadline = time.monotonic() + 20
+        while len(first_requests(centre.messages(), "ACK")) < calls:  # all answered and held
+            assert time.monotonic() < deadline, router.failure_report()
+            time.sleep(0.05)
+        router.process.send_signal(signal.SIGTERM)
+        if how == "second_sigterm":
+            time.sleep(0.3)
+            assert router.process.poll() is None
+            router.process.send_signal(signal.SIGTERM)
+        exit_code = router.process.wait(timeout=15)
+        caller.join(timeout=60)
+
+    uac = result["uac"]
+    assert exit_code == 0, router.failure_report()
+    assert (uac.returncode, uac.successful_calls) == (0, calls), uac.summary()
+    byes = first_requests(uac.messages(), "BYE")
+    assert len(byes) == calls
+    assert all((bye.header("reason") or "").startswith("SIP;cause=503") for bye in byes)
+    assert len(first_requests(centre.messages(), "BYE")) == calls
+    assert f"{calls} calls were in progress, {calls} released by the node" in router.stderr_text()
