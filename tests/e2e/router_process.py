@@ -126,7 +126,7 @@ def running_router(
     workdir: Path, table_dir: Path = TABLE_DIR, *, extra_config: str = "", port: int | None = None,
     municipality_sources: str = '["header", "uri_param", "prefix"]',
 ) -> Iterator[RunningRouter]:
-    """Start the router, wait until it answers OPTIONS with 200, stop it with SIGTERM after.
+    """Start the router, wait until it answers OPTIONS with 200, stop it after (stop_router).
 
     Fails (AssertionError with the router's stderr) if it does not come up, or if it died
     while in use.
@@ -149,13 +149,23 @@ def running_router(
         yield router
         assert process.poll() is None, f"the router died during the test\n{router.failure_report()}"
     finally:
-        if process.poll() is None:
-            process.send_signal(signal.SIGTERM)
-            try:
-                process.wait(timeout=10)
-            except subprocess.TimeoutExpired:
-                process.kill()
-                process.wait()
+        stop_router(process)
+
+
+def stop_router(process: subprocess.Popen[bytes], drain_s: float = 5.0) -> None:
+    """SIGTERM (the node drains: calls in progress go on), after ``drain_s`` a second SIGTERM
+    (calls still up are released at once), then SIGKILL."""
+    for sig, wait_s in ((signal.SIGTERM, drain_s), (signal.SIGTERM, 5.0)):
+        if process.poll() is not None:
+            return
+        process.send_signal(sig)
+        try:
+            process.wait(timeout=wait_s)
+        except subprocess.TimeoutExpired:
+            continue
+    if process.poll() is None:
+        process.kill()
+        process.wait()
 
 
 def _wait_until_ready(router: RunningRouter) -> None:
