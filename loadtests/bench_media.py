@@ -113,40 +113,30 @@ def write_talk_pcap(path: Path, seconds: float, frames: Sequence[bytes]) -> Path
     return path
 
 
-def write_media_config(path: Path, base: Path, rtp_first: int, rtp_last: int,
-                       hold_max_s: float) -> Path:
-    """The bench router config plus anchored media and a 116117 flow that repeats the greeting
-    for longer than any call of the section lasts (113 keeps the shipped early_113)."""
+def media_env(rtp_first: int, rtp_last: int, hold_max_s: float) -> dict[str, str]:
+    """Environment turning the bench router config into the media router (the environment
+    overrides the file): anchored media, and a 116117 flow that repeats the greeting for
+    longer than any call of the section lasts (113 keeps the shipped early_113)."""
     plays = math.ceil((hold_max_s + 10) / GREETING_S)
-    steps = ", ".join(['{ kind = "play", prompt = "greeting_116117" }'] * plays)
-    path.write_text(
-        base.read_text(encoding="utf-8") + f"""
-# --- added by loadtests/bench_media.py --------------------------------------------------------
-[media]
-enabled = true
-address = "{LOOPBACK}"
-rtp_port_first = {rtp_first}
-rtp_port_last = {rtp_last}
-
-[ivr]
-language = "nb"
-
-[ivr.services]
-"113" = "early_113"
-"116117" = "bench_greeting"
-
-[ivr.flows.early_113]
-early_media = true
-repeat_last_prompt = true
-steps = [{{ kind = "play", prompt = "please_wait_113" }}]
-
-[ivr.flows.bench_greeting]
-max_total_s = {math.ceil(plays * GREETING_S) + 5}
-steps = [{steps}, {{ kind = "route" }}]
-""",
-        encoding="utf-8",
-    )
-    return path
+    greeting = {"kind": "play", "prompt": "greeting_116117"}
+    flows = {
+        "early_113": {"early_media": True, "repeat_last_prompt": True,
+                      "steps": [{"kind": "play", "prompt": "please_wait_113"}]},
+        "bench_greeting": {"max_total_s": math.ceil(plays * GREETING_S) + 5,
+                           "steps": [greeting] * plays + [{"kind": "route"}]},
+    }  # fmt: skip
+    return {
+        "NODRUTE__MEDIA__ENABLED": "true",
+        "NODRUTE__MEDIA__ADDRESS": LOOPBACK,
+        "NODRUTE__MEDIA__MODE": "anchor",
+        "NODRUTE__MEDIA__RTP_PORT_FIRST": str(rtp_first),
+        "NODRUTE__MEDIA__RTP_PORT_LAST": str(rtp_last),
+        "NODRUTE__IVR__ENABLED": "true",
+        "NODRUTE__IVR__LANGUAGE": "nb",
+        "NODRUTE__IVR__FLOWS": json.dumps(flows),
+        "NODRUTE__IVR__SERVICES": json.dumps({"113": "early_113", "116117": "bench_greeting"}),
+        "NODRUTE__IVR__CENTRES": "{}",
+    }
 
 
 # --- processes -------------------------------------------------------------------------------
@@ -473,14 +463,13 @@ def run_media_section(
                 f"100 streams, gaps {figures.get('seq_gaps')}, late "
                 f"{figures.get('late_over_60ms')}")
     steps = [*ivr_steps, *bridged_steps]
-    rtp_first = 20000
-    config = write_media_config(
-        workdir / "nodrute-media.toml", base_config, rtp_first, 29999,
-        max((c / rate + settle_s + window_s + 1 for c in steps), default=10.0),
-    )  # fmt: skip
+    env = {**router_env, **media_env(
+        20000, 29999, max((c / rate + settle_s + window_s + 1 for c in steps), default=10.0))}
+    (workdir / "router-env.json").write_text(json.dumps(env, indent=2) + "\n")
+    section["router_config"] = str(base_config)
     router_port = ports.take()
-    with running_router(config, workdir / "router", router_port, table_dir,
-                        router_env) as router:
+    with running_router(base_config, workdir / "router", router_port, table_dir,
+                        env) as router:
         section["router_uvloop"] = router.uvloop_on()
         bench = MediaBench(binary, workdir, ports, router, ivr_calls_file, bridged_calls_file,
                            centre_id, centre_port, rate, settle_s, window_s, speech_frames(),
