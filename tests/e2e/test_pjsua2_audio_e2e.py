@@ -8,7 +8,9 @@ through a ``nodrute serve`` process on 127.0.0.1 and record what they receive:
   sent, while the other prompts (and the English greeting) do not match it;
 * 116117 (``menu_116117``): the caller presses 1 (RFC 4733 event), the call is transferred as
   113 to the AMK centre of the caller's municipality, not to its legevaktsentral; then a 1 kHz
-  tone from the caller and a 2 kHz tone from the centre each reach the other side.
+  tone from the caller and a 2 kHz tone from the centre each reach the other side;
+* 113 (``early_113``): the announcement plays as early media while the AMK rings and gives way
+  to the centre the moment it answers.
 """
 
 from __future__ import annotations
@@ -126,9 +128,10 @@ class PromptMatch:
     best_ncc: list[float]
 
 
-def find_prompt(recording: np.ndarray, template: np.ndarray) -> PromptMatch:
-    """Look for every 1 s chunk of ``template`` in ``recording`` (see CHUNK_NCC)."""
-    n = int(CHUNK_S * 8000)
+def find_prompt(recording: np.ndarray, template: np.ndarray, *,
+                chunk_s: float = CHUNK_S) -> PromptMatch:
+    """Look for every ``chunk_s`` chunk of ``template`` in ``recording`` (see CHUNK_NCC)."""
+    n = int(chunk_s * 8000)
     loud = rms(template)
     found: list[tuple[float, int, float]] = []  # (ncc, delay, level) per audible chunk
     for start in range(0, len(template) - n + 1, n):
@@ -191,7 +194,7 @@ def test_caller_hears_the_norwegian_greeting(tmp_path: Path, agents: Agents) -> 
     with running_router(tmp_path / "router", table, extra_config=media_config()) as router:
         lvs = agents.start(LVS.lower(), ports[LVS], answer_after_s=0.2)
         caller = agents.start("caller")
-        call = dial_116117(caller, router)
+        call = dial(caller, router, "116117")
         heard = tmp_path / "caller-greeting.wav"
         caller.command("record", call=call, wav=str(heard))  # from the 183's early media on
         caller.wait_for("recording", call=call)
@@ -233,7 +236,7 @@ def test_dtmf_1_transfers_to_the_amk_and_audio_flows_both_ways(
                            play_on_answer=tone_centre, record_dir=recordings)
         lvs = agents.start(LVS.lower(), ports[LVS], answer_after_s=0.3)
         caller = agents.start("caller")
-        call = dial_116117(caller, router)
+        call = dial(caller, router, "116117")
         caller.wait_for("media", call=call, active=True)  # the greeting, as early media
         wait_s(caller, 0.5)
         caller.command("dtmf", call=call, digits="1")
@@ -274,8 +277,51 @@ def test_dtmf_1_transfers_to_the_amk_and_audio_flows_both_ways(
     assert agents.errors() == []
 
 
-def dial_116117(caller: Pjsua2Agent, router: RunningRouter) -> int:
-    caller.command("call", uri=f"sip:116117@127.0.0.1:{router.port}",
+def test_113_announcement_stops_when_the_amk_answers_mid_prompt(
+        tmp_path: Path, agents: Agents) -> None:
+    tone_centre = write_tone_wav(tmp_path / "tone-2k.wav", 2000)
+    ports = {LVS: free_port(), AMK: free_port()}
+    table = make_table(tmp_path / "table", "pjsua2-113", ports=ports)
+    with running_router(tmp_path / "router", table, extra_config=media_config()) as router:
+        # early_113: please_wait_113 (5.5 s) as early media while the AMK rings; it answers
+        # 3.5 s into it
+        amk = agents.start(AMK.lower(), ports[AMK], answer_after_s=3.5,
+                           play_on_answer=tone_centre)
+        caller = agents.start("caller")
+        call = dial(caller, router, "113")
+        heard = tmp_path / "caller-113.wav"
+        caller.command("record", call=call, wav=str(heard))
+        started = caller.wait_for("recording", call=call)["t"]
+        answered = caller.wait_for("state", call=call, state="CONFIRMED")["t"]
+        wait_s(caller, 1.5)
+        caller.command("stop_record", call=call)
+        caller.wait_for("recorded", call=call)
+        caller.command("hangup", call=call)
+        caller.wait_for("state", call=call, state="DISCONNECTED")
+
+    # The AMK is rung at once, not after the 5.5 s announcement (113 is never delayed).
+    assert amk.named("incoming")[0]["t"] < started + 2.0, "the AMK was rung late"
+    recording = samples(heard)
+    switch = int((answered - started) * 8000)
+    assert switch > 2 * 8000, f"answered {switch / 8000:.2f} s into the recording"
+    before, after = recording[:switch], recording[switch + int(0.2 * 8000):]
+    # While it rang: the start of the Norwegian 113 announcement (in 0.5 s chunks: 1 s ones
+    # would be too few for one jitter-buffer adjustment not to matter) ...
+    played = prompt("nb", "please_wait_113")[:switch - int(0.2 * 8000)]
+    announcement = find_prompt(before, played, chunk_s=0.5)
+    print(f"before the answer: {announcement}")
+    assert announcement.share >= HEARD_SHARE, announcement
+    # ... and once the AMK answered, only the centre: no more announcement under its voice.
+    shares = {"2 kHz": tone_share(after, 2000), "announcement": find_prompt(
+        after, prompt("nb", "please_wait_113")[switch:], chunk_s=0.5).share}
+    print(f"after the answer: {shares}, RMS {rms(after):.0f}")
+    assert shares["2 kHz"] > 0.8 and shares["announcement"] == 0, shares
+    assert rms(after) > 1000
+    assert agents.errors() == []
+
+
+def dial(caller: Pjsua2Agent, router: RunningRouter, service: str) -> int:
+    caller.command("call", uri=f"sip:{service}@127.0.0.1:{router.port}",
                    headers={"X-Kommunenummer": KOMMUNE})
     call: int = caller.wait_for("calling")["call"]
     sdp = caller.wait_for("sdp", call=call)
