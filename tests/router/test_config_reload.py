@@ -48,7 +48,7 @@ level = "DEBUG"
 [database]
 url = "sqlite+aiosqlite:////tmp/b.db"
 [media]
-enabled = true
+address = "127.0.0.2"
 [health]
 enabled = false
 interval_s = 9.0
@@ -57,10 +57,10 @@ name = "telenor"
 sources = ["10.0.0.0/8"]
 """)
     merged, ignored = merge_reloaded(running, loaded)
-    assert sorted(ignored) == ["database.url", "health.enabled", "media.enabled", "sip.port"]
+    assert sorted(ignored) == ["database.url", "health.enabled", "media.address", "sip.port"]
     assert merged.sip.port == 5060
     assert merged.database == running.database
-    assert merged.media.enabled is False
+    assert merged.media == running.media
     assert merged.health.enabled is True
     assert merged.health.interval_s == 9.0
     assert merged.sip.user_agent == "nodrute/test"
