@@ -128,8 +128,9 @@ class MediaSettings(BaseModel):
     """Where and how the router handles RTP."""
 
     model_config = ConfigDict(extra="forbid")
-    enabled: bool = False
-    """Anchor media on the router and run the IVR; off: SDP is relayed end to end as before."""
+    enabled: bool = True
+    """Anchor media on the router and run the IVR (the default); off: SDP is relayed end to
+    end and callers hear no prompt (signalling-only benchmarks, a media plane elsewhere)."""
     address: str = "127.0.0.1"
     """Local address for RTP sockets and in SDP."""
     rtp_port_first: int = Field(20000, ge=1024, le=65534)

@@ -45,6 +45,10 @@ def write_router_config(path: Path, port: int, table_dir: Path = TABLE_DIR, *,
         extra += f'\n[database]\nurl = "sqlite+aiosqlite:///{database}"\n'
     if "[metrics]" not in extra:
         extra += "\n[metrics]\nenabled = false\n"
+    if "[media]" not in extra:
+        # Most e2e tests are about signalling and check the SDP end to end; media tests (and
+        # the pjsua2 audio test) pass their own [media].
+        extra += "\n[media]\nenabled = false\n"
     if "[health]" not in extra:
         # The SIPp centres of most scenarios answer INVITEs only: an OPTIONS probe would be an
         # unexpected message there. Health tests pass their own [health].

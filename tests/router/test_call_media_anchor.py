@@ -305,9 +305,9 @@ def test_no_port_for_the_centre_leg_is_503_and_frees_the_caller_leg(
     assert engine.legs == {}
 
 
-def test_media_is_off_by_default_and_sdp_is_relayed(snapshot: RoutingSnapshot) -> None:
-    assert NodruteSettings().media.enabled is False
-    h = make_harness(snapshot)
+def test_with_media_off_the_sdp_is_relayed_end_to_end(snapshot: RoutingSnapshot) -> None:
+    assert NodruteSettings().media.enabled is True  # anchored is the default
+    h = make_harness(snapshot, NodruteSettings(media=MediaSettings(enabled=False)))
     assert h.b2bua.media is None
     h.feed(caller_invite(10))
     assert centre_invite(h, AMK_OSLO).body == SDP_OFFER

@@ -229,6 +229,54 @@ async def test_start_refuses_rtp_ports_it_cannot_bind() -> None:
             udp.close()
 
 
-async def test_start_refuses_release_mode_until_it_is_built() -> None:
-    with pytest.raises(SystemExit, match="release"):
-        await start_router(media_settings(mode="release"))
+def answer_in_dialog(request: Request, contact_port: int, body: bytes) -> bytes:
+    """200 to a re-INVITE the router sent inside an established dialog."""
+    lines = ["SIP/2.0 200 OK"]
+    for name in ("Via", "From", "To", "Call-ID", "CSeq"):
+        lines += [f"{name}: {value}" for value in request.headers.get_all(name)]
+    lines += [f"Contact: <sip:peer@127.0.0.1:{contact_port}>", "Content-Type: application/sdp",
+              f"Content-Length: {len(body)}"]
+    return ("\r\n".join(lines) + "\r\n\r\n").encode() + body
+
+
+async def test_release_mode_hands_the_rtp_to_caller_and_centre() -> None:
+    running = await start_router(media_settings(mode="release"))
+    caller_sip, caller_rtp = Udp(), Udp()
+    centre_sip, centre_rtp = Udp(AMK_OSLO_SIP[1]), Udp()
+    router_sip = ("127.0.0.1", running.port)
+    try:
+        caller_sip.send(caller_invite(running.port, caller_sip.port, caller_rtp.port),
+                        router_sip)
+        invite, invite_source = await recv_sip(centre_sip, "INVITE")
+        assert isinstance(invite, Request)
+        centre_sip.send(centre_response(invite, 200, sdp(centre_rtp.port)), invite_source)
+        ok, _ = await recv_sip(caller_sip, 200)
+        assert isinstance(ok, Response)
+        assert audio_address(ok.body)[1] != centre_rtp.port  # answered anchored first
+        caller_sip.send(caller_ack(ok, running.port, caller_sip.port), router_sip)
+        await recv_sip(centre_sip, "ACK")
+
+        # the caller is offered the centre's RTP address, the centre then the caller's
+        to_caller, source = await recv_sip(caller_sip, "INVITE")
+        assert isinstance(to_caller, Request)
+        assert audio_address(to_caller.body) == ("127.0.0.1", centre_rtp.port)
+        caller_sip.send(answer_in_dialog(to_caller, caller_sip.port, sdp(caller_rtp.port)),
+                        source)
+        await recv_sip(caller_sip, "ACK")
+        to_centre, source = await recv_sip(centre_sip, "INVITE")
+        assert isinstance(to_centre, Request)
+        assert audio_address(to_centre.body) == ("127.0.0.1", caller_rtp.port)
+        centre_sip.send(answer_in_dialog(to_centre, AMK_OSLO_SIP[1], sdp(centre_rtp.port)),
+                        source)
+        await recv_sip(centre_sip, "ACK")
+        engine = running.media_engine
+        assert isinstance(engine, AsyncioMediaEngine)
+        for _ in range(100):  # the engine frees the legs once the centre's 200 is in
+            if engine.leg_count == 0:
+                break
+            await asyncio.sleep(0.01)
+        assert engine.leg_count == 0
+    finally:
+        for udp in (caller_sip, caller_rtp, centre_sip, centre_rtp):
+            udp.close()
+        await running.close()
