@@ -69,6 +69,9 @@ class SipEndpoint:
         self.limits = limits
         self._loop: asyncio.AbstractEventLoop | None = None
         self._udp: asyncio.DatagramTransport | None = None
+        self._udp_protocol: _UdpProtocol | None = None
+        self._udp_reader: socket.socket | None = None
+        """A duplicate of the UDP socket's descriptor, read directly before timers run."""
         self._tcp_servers: list[asyncio.Server] = []
         self._connections: dict[Address, _TcpConnection] = {}
         self._connecting: dict[Address, list[bytes]] = {}
@@ -86,13 +89,18 @@ class SipEndpoint:
         self._loop = loop
         wanted = {t.upper() for t in transports}
         if "UDP" in wanted:
-            transport, _ = await loop.create_datagram_endpoint(
+            transport, protocol = await loop.create_datagram_endpoint(
                 lambda: _UdpProtocol(self), local_addr=(host, port),
             )
             self._udp = transport
+            self._udp_protocol = protocol
             port = transport.get_extra_info("sockname")[1]
+            sock = transport.get_extra_info("socket")
             if self.udp_buffer_bytes:
-                _grow_buffers(transport.get_extra_info("socket"), self.udp_buffer_bytes)
+                _grow_buffers(sock, self.udp_buffer_bytes)
+            if sock is not None:
+                self._udp_reader = socket.fromfd(sock.fileno(), sock.family, socket.SOCK_DGRAM)
+                self._udp_reader.setblocking(False)
         if "TCP" in wanted:
             server = await loop.create_server(
                 lambda: _TcpConnection(self, None), host=host, port=port, reuse_address=True,
@@ -112,6 +120,9 @@ class SipEndpoint:
             await server.wait_closed()
         if self._udp is not None:
             self._udp.close()
+        if self._udp_reader is not None:
+            self._udp_reader.close()
+            self._udp_reader = None
 
     @property
     def udp_receive_buffer_bytes(self) -> int | None:
@@ -180,6 +191,12 @@ class SipEndpoint:
     def _on_timer(self) -> None:
         self._timer = None
         self._timer_at = None
+        # Receive before expire: after the loop was held up (CPU starvation, a GC pause) a
+        # response that arrived in time may still sit in the socket buffer behind a backlog:
+        # libuv reads 32 datagrams per poll and runs due timers at the start of the next
+        # iteration. Reading the backlog first keeps a centre that answered in time from being
+        # given up on (the 100 Trying that stops first_response_s).
+        self._read_pending_udp()
         now = self.now()
         try:
             self.layer.handle_timers(now)
@@ -187,6 +204,20 @@ class SipEndpoint:
         except Exception:  # a bug in one timer must not stop every later timer
             log.exception("fault while handling timers")
         self.pump(now)
+
+    def _read_pending_udp(self, most: int = 1024) -> None:
+        reader, protocol = self._udp_reader, self._udp_protocol
+        if reader is None or protocol is None:
+            return
+        for _ in range(most):
+            try:
+                data, addr = reader.recvfrom(65535)
+            except (BlockingIOError, InterruptedError):
+                return
+            except OSError as err:  # e.g. a queued ICMP error: the loop's own read reports it
+                log.debug("UDP read before timers: %s", err)
+                return
+            protocol.datagram_received(data, addr)
 
     # ----------------------------------------------------------------- send path
 
