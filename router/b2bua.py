@@ -382,8 +382,12 @@ class B2bua:
 
     @property
     def requests_pending(self) -> bool:
-        """Requests calls sent (BYE, CANCEL, relays) still waiting for a final response."""
-        return bool(self._by_client_tx)
+        """Requests calls sent (BYE, CANCEL, relays) still waiting for a final response.
+
+        An INVITE of a call that has ended (an attempt given up on a silent centre, kept by
+        Timer B for 32 s) is not waited for: nobody needs its answer."""
+        return any(call.state is not CallState.ENDED or not tx.startswith("c|INVITE|")
+                   for tx, call in self._by_client_tx.items())
 
     def reconfigure(self, settings: NodruteSettings, now: float) -> None:
         """A reloaded config (SIGHUP, router/reload.py decides what may change) for what comes

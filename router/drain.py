@@ -45,6 +45,8 @@ if TYPE_CHECKING:
 
 log = logging.getLogger("nodrute.drain")
 
+HURRIED_LINGER_S = 0.5
+"""The linger after a second SIGTERM."""
 LINGER_S = 4.0
 """After the last call ended: how long to wait at most for the final responses to the
 requests calls sent last (BYE/CANCEL towards a centre), so the node leaves no half-closed
@@ -140,8 +142,11 @@ async def drain_node(b2bua: B2bua, endpoint: SipEndpoint, *, timeout_s: float,
         now = endpoint.now()
         b2bua.release_calls(text, now)
         endpoint.pump(now)
-    linger_until = endpoint.now() + LINGER_S
-    while b2bua.requests_pending and endpoint.now() < linger_until:
+    # A second SIGTERM (before or during the linger) shortens it: the BYEs/CANCELs just sent
+    # still get out and may be answered, but the node does not wait the full LINGER_S.
+    linger_from = endpoint.now()
+    while b2bua.requests_pending and endpoint.now() - linger_from < (
+            HURRIED_LINGER_S if hurry.is_set() else LINGER_S):
         await asyncio.sleep(POLL_S)
     log.warning("drain done after %.1f s: %d calls were in progress, %d released by the node, "
                 "%d new calls and %d OPTIONS refused with 503",

@@ -183,3 +183,19 @@ def test_a_call_arriving_before_the_gate_closes_is_kept(harness: Harness) -> Non
     assert [s.message.status for s in h.take() if isinstance(s.message, Response)] == [100]
     h.feed(response_to(invite, 200, body=SDP_ANSWER), source=dest_of(invite.uri))
     assert h.take_one(200, CARRIER)
+
+
+def test_an_ended_calls_invite_to_a_silent_centre_is_not_waited_for(harness: Harness) -> None:
+    h = harness
+    first = start_call(h, 9)
+    h.advance(2.0)  # silent: the hunt moves on, that INVITE stays pending until Timer B
+    backup = h.take_one("INVITE", (dest_of(first.uri)[0], 5106)).message
+    assert isinstance(backup, Request)
+    ok = answer(h, backup, 9)
+    h.feed(in_dialog_request("BYE", ok, 9, 2))
+    bye = h.take_one("BYE", dest_of(backup.uri)).message
+    assert isinstance(bye, Request)
+    assert h.b2bua.requests_pending  # our BYE waits for its 200
+    h.feed(response_to(bye, 200), source=dest_of(backup.uri))
+    assert h.b2bua.active_calls == 0
+    assert not h.b2bua.requests_pending  # only the silent centre's INVITE is left
