@@ -202,9 +202,11 @@ class B2bua:
         record = call.record
         self.counters[f"calls:{record.service}:{record.outcome.value}"] += 1
         log.info(
-            "call ended call_id=%s service=%s centre=%s kommune=%s source=%s reason=%s status=%s",
+            "call ended call_id=%s service=%s centre=%s kommune=%s source=%s reason=%s status=%s "
+            "attempts=%d location=[%s]",
             record.call_id, record.service, record.centre_id, record.municipality,
             record.location_source, record.end_reason, record.final_status,
+            len(record.attempts), "; ".join(record.location_evidence),
         )
         if self._on_call_ended is not None:
             self._on_call_ended(record)
