@@ -205,6 +205,8 @@ class Call:
         found = self.snapshot.plan_for(centre.centre_id)
         plan: tuple[DestinationLike, ...] = found.destinations if found is not None else ()
         self.hunt = Hunt(plan, policy, self.host.destination_up, now)
+        if self.record.hunt_started_at is None:
+            self.record.hunt_started_at = now
         self._next_attempt(now)
 
     def _next_attempt(self, now: float) -> None:
@@ -430,7 +432,7 @@ class Call:
             return
         if self.hunt is not None:
             self.hunt.end(AttemptEnd.ANSWERED, now, response.status)
-            self.record.attempts = [a.summary() for a in self.hunt.attempts]
+            self.record.attempts = list(self.hunt.attempts)
         self.state = CallState.ANSWERED
         self.deadline = None
         self.record.answered_at = now
@@ -622,7 +624,7 @@ class Call:
         self.record.end_reason = reason
         self.record.ended_at = now
         if self.hunt is not None:
-            self.record.attempts = [a.summary() for a in self.hunt.attempts]
+            self.record.attempts = list(self.hunt.attempts)
         if self.media is not None:
             self.media.release()
             self.host.unbind_media(self.media.leg_ids)

@@ -9,6 +9,8 @@ from __future__ import annotations
 import enum
 from dataclasses import dataclass, field
 
+from .hunt import Attempt
+
 
 class TerminatedReason(enum.StrEnum):
     """Why a call ended. Values are stable: they are metric labels and stored in records."""
@@ -81,8 +83,12 @@ class CallRecord:
     centre_status: int | None = None
     """Final status the centre gave (may differ from what the caller got)."""
     end_reason: TerminatedReason | None = None
-    attempts: list[str] = field(default_factory=list)
-    """One line per destination tried, in order (``router.hunt.Attempt.summary``)."""
+    attempts: list[Attempt] = field(default_factory=list)
+    """Every destination tried, in order: centre, URI, role, start, first provisional, end,
+    how it ended and the SIP status (``Attempt.summary()`` gives one line)."""
+    hunt_started_at: float | None = None
+    """When the first centre INVITE went out; after an IVR flow (116117 greeting, menu) the
+    time before it is the caller's time in the IVR, which answer-time targets exclude."""
     hunt_exhausted: bool = False
     """Every destination failed: a critical outcome (logged and counted)."""
     notes: list[str] = field(default_factory=list)

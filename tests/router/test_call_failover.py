@@ -23,6 +23,7 @@ from municipality_map import RoutingSnapshot
 from router.call_record import TerminatedReason
 from router.config import FailoverSettings, NodruteSettings, RoutingSettings
 from router.health import CentreOverride, OverrideState
+from router.hunt import AttemptEnd
 from router.metrics import NodeMetrics
 from sip.message import Request, Response
 
@@ -177,7 +178,8 @@ def test_a_centre_known_down_is_skipped_but_tried_last(snapshot: RoutingSnapshot
         tried.append(dest_of(found[0].uri)[1])
         h.feed(response_to(found[0], 486), source=dest_of(found[0].uri))
     assert tried == [INNLANDET, VESTREVIKEN, OSLO]
-    assert "(was down)" in h.records[0].attempts[-1]
+    assert "(was down)" in h.records[0].attempts[-1].summary()
+    assert [a.skipped_down for a in h.records[0].attempts] == [False, False, True]
 
 
 def test_caller_cancel_during_the_hunt_cancels_only_the_current_attempt(
@@ -194,7 +196,7 @@ def test_caller_cancel_during_the_hunt_cancels_only_the_current_attempt(
     assert [s for s in h.outbox if isinstance(s.message, Request)
             and s.message.method == "CANCEL"] == []
     assert h.records[0].end_reason is TerminatedReason.CALLER_CANCEL
-    assert h.records[0].attempts[-1].split(": ")[1].startswith("caller_gone")
+    assert h.records[0].attempts[-1].end is AttemptEnd.CALLER_GONE
 
 
 def test_total_ring_time_ends_the_hunt(snapshot: RoutingSnapshot) -> None:
