@@ -1,8 +1,13 @@
 # nodrute: SIP B2BUA call router for 113 and 116117.
 #
 #   docker build -t nodrute .
-#   docker run --rm -p 5060:5060/udp -p 5060:5060/tcp \
-#       -e NODRUTE__SIP__ADVERTISED_HOST=<address callers and centres reach> nodrute
+#   docker run --rm -p 5060:5060/udp -p 5060:5060/tcp -p 20000-29999:20000-29999/udp \
+#       -e NODRUTE__SIP__ADVERTISED_HOST=<address callers and centres reach> \
+#       -e NODRUTE__MEDIA__ADDRESS=<that address, for RTP> nodrute
+#
+# Media is anchored on the router by default (prompts, RTP relayed leg to leg): the RTP port
+# range must be reachable at NODRUTE__MEDIA__ADDRESS (published ports or --network host), or
+# set NODRUTE__MEDIA__ENABLED=false to relay SDP end to end instead.
 #
 # The image listens on 0.0.0.0:5060 (UDP and TCP) with configs/nodrute.toml and the SAMPLE
 # routing table; mount the operator's own tables over /app/configs/tables to route for real.
@@ -48,7 +53,7 @@ RUN mkdir -p /app/var && chown nodrute:nodrute /app/var
 
 USER 10001:10001
 
-EXPOSE 5060/udp 5060/tcp 9464/tcp
+EXPOSE 5060/udp 5060/tcp 9464/tcp 20000-29999/udp
 
 # Healthy = an out-of-dialog OPTIONS over UDP to 127.0.0.1:5060 gets "SIP/2.0 200", or 503
 # while the node drains after SIGTERM (alive and finishing its calls: an orchestrator that

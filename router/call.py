@@ -427,7 +427,7 @@ class Call:
         self.centre_dialog = Dialog.as_uac(self.centre_invite, response)
         if self.state not in (CallState.CALLING, CallState.EARLY):
             # The caller went away (CANCEL raced the answer): complete and release the centre.
-            self._send_centre_ack(None, now)
+            self.send_centre_ack(None, now)
             in_dialog.send_bye(self, Leg.CENTRE, legs.q850_reason(16, "Caller cancelled"), now)
             return
         if self.hunt is not None:
@@ -454,7 +454,7 @@ class Call:
         self.host.bind_dialog(self.caller_call_id, self.caller_tag, self, Leg.CALLER)
         self.host.layer.send_response(self.in_tx, out, now)
         if self.invite.body:
-            self._send_centre_ack(None, now)
+            self.send_centre_ack(None, now)
         else:
             self.centre_ack_pending = True  # RFC 3264 late offer: answer comes in the ACK
 
@@ -488,7 +488,7 @@ class Call:
             # The CANCEL crossed the centre's answer: complete that dialog, then release it.
             self._ack_and_bye_stray(invite, response, now)
 
-    def _send_centre_ack(self, caller_ack: Request | None, now: float) -> None:
+    def send_centre_ack(self, caller_ack: Request | None, now: float) -> None:
         """ACK the centre's 2xx; with a late offer the caller's ACK carries the SDP answer."""
         assert self.centre_dialog is not None and self.centre_invite is not None
         cseq, _ = parse_cseq(self.centre_invite.headers.get("CSeq") or "1 INVITE")
@@ -574,7 +574,7 @@ class Call:
         if leg is Leg.CALLER and self.state is CallState.ANSWERED:
             self.state = CallState.CONFIRMED
             if self.centre_ack_pending:
-                self._send_centre_ack(ack, now)
+                self.send_centre_ack(ack, now)
             if self.release is not None:
                 self.release.start(self, now)
 
@@ -582,7 +582,7 @@ class Call:
         """The caller never ACKed our 2xx (§13.3.1.4): release both legs."""
         if self.state is CallState.ANSWERED:
             if self.centre_ack_pending:
-                self._send_centre_ack(None, now)
+                self.send_centre_ack(None, now)
             reason = legs.q850_reason(41, "No ACK from caller")
             in_dialog.send_bye(self, Leg.CENTRE, reason, now)
             in_dialog.send_bye(self, Leg.CALLER, reason, now)

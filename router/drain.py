@@ -96,7 +96,7 @@ def release_call(call: Call, drain: DrainState, text: str, now: float) -> bool:
         return False
     if call.state in (CallState.ANSWERED, CallState.CONFIRMED):
         if call.centre_ack_pending:
-            call._send_centre_ack(None, now)  # RFC 3261 §13.2.2.4: ACK every 2xx, then BYE
+            call.send_centre_ack(None, now)  # RFC 3261 §13.2.2.4: ACK every 2xx, then BYE
         reason = legs.reason_value(503, text)
         in_dialog.send_bye(call, Leg.CENTRE, reason, now)
         in_dialog.send_bye(call, Leg.CALLER, reason, now)
