@@ -153,11 +153,15 @@ def relay_failed(call: Call, relay: Relay, status: int, now: float) -> None:
 
 
 def _ack_far_leg(call: Call, from_leg: Leg, response: Response, now: float) -> None:
-    far_leg = Leg.CENTRE if from_leg is Leg.CALLER else Leg.CALLER
-    dialog = call.dialog(far_leg)
+    ack_2xx(call, Leg.CENTRE if from_leg is Leg.CALLER else Leg.CALLER, response, now)
+
+
+def ack_2xx(call: Call, leg: Leg, response: Response, now: float) -> None:
+    """ACK a 2xx to an INVITE we sent inside the dialog on ``leg`` (RFC 3261 §13.2.2.4)."""
+    dialog = call.dialog(leg)
     if dialog is None:
         return
-    transport = call.transport(far_leg)
+    transport = call.transport(leg)
     cseq, _ = parse_cseq(response.headers.get("CSeq") or "1 INVITE")
     ack = dialog.create_ack(cseq, via=call.host.via(transport, new_branch()))
     call.host.layer.send_ack(ack, next_hop(dialog), transport, now)

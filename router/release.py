@@ -23,7 +23,6 @@ import enum
 import logging
 from typing import TYPE_CHECKING
 
-from sip.headers import parse_cseq
 from sip.ids import new_branch
 from sip.message import Response
 from sip.sdp import SdpError, SessionDescription
@@ -81,7 +80,7 @@ class MediaRelease:
             self._stay_anchored(call, f"{response.status} to the re-INVITE")
             return
         leg = Leg.CALLER if self.state is ReleaseState.OFFERING_CALLER else Leg.CENTRE
-        _ack(call, leg, response, now)
+        in_dialog.ack_2xx(call, leg, response, now)
         media = call.media
         if media is None:
             return
@@ -143,12 +142,3 @@ def _reinvite(call: Call, leg: Leg, offer: bytes, now: float) -> str | None:
     call.host.bind_client_tx(tx, call)
     return tx
 
-
-def _ack(call: Call, leg: Leg, response: Response, now: float) -> None:
-    dialog = call.dialog(leg)
-    if dialog is None:
-        return
-    transport = call.transport(leg)
-    cseq, _ = parse_cseq(response.headers.get("CSeq") or "1 INVITE")
-    ack = dialog.create_ack(cseq, via=call.host.via(transport, new_branch()))
-    call.host.layer.send_ack(ack, in_dialog.next_hop(dialog), transport, now)

@@ -9,18 +9,15 @@ from b2bua_harness import (
     Harness,
     caller_invite,
     dest_of,
-    make_harness,
     response_to,
 )
-from test_call_media_anchor import FakeEngine, caller_leg, cancel_for
+from test_call_media_anchor import FakeEngine, caller_leg, cancel_for, media_harness
 
-from ivr.config import IvrSettings, MediaSettings
+from ivr.config import MediaSettings
 from ivr.engine import PromptFinished
-from ivr.prompts import Prompt, PromptCatalogue
 from municipality_map import RoutingSnapshot
 from router.call_record import TerminatedReason
 from router.config import FailoverSettings, NodruteSettings
-from router.media import MediaContext
 from sip.message import Request, Response
 
 
@@ -28,11 +25,7 @@ def harness_with(snapshot: RoutingSnapshot, engine: FakeEngine, prompts: tuple[s
                  ) -> Harness:
     settings = NodruteSettings(media=MediaSettings(enabled=True),
                                failover=FailoverSettings(retry_plan_113=False))
-    frame = (b"\xd5" * 160,)
-    catalogue = PromptCatalogue(Prompt("nb", name, frame, frame) for name in prompts)
-    h = make_harness(snapshot, settings)
-    h.b2bua.media = MediaContext(engine, catalogue, IvrSettings())
-    return h
+    return media_harness(snapshot, engine, settings, prompts)
 
 
 def reject_every_attempt(h: Harness, status: int) -> int:

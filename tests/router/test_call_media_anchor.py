@@ -77,11 +77,14 @@ class FakeEngine(MediaEngine):
         return [c for c in self.calls if c[0] == kind]
 
 
-def media_harness(snapshot: RoutingSnapshot, engine: FakeEngine) -> Harness:
-    settings = NodruteSettings(media=MediaSettings(enabled=True))
+def media_harness(snapshot: RoutingSnapshot, engine: FakeEngine,
+                  settings: NodruteSettings | None = None,
+                  prompt_names: tuple[str, ...] = ("greeting_116117", "please_wait_113"),
+                  ) -> Harness:
+    """The harness with a fake engine and one-frame prompts (media on, anchor by default)."""
+    settings = settings or NodruteSettings(media=MediaSettings(enabled=True))
     frame = (b"\xd5" * 160,)
-    prompts = PromptCatalogue(Prompt("nb", name, frame, frame)
-                              for name in ("greeting_116117", "please_wait_113"))
+    prompts = PromptCatalogue(Prompt("nb", name, frame, frame) for name in prompt_names)
     h = make_harness(snapshot, settings)
     h.b2bua.media = MediaContext(engine, prompts, IvrSettings())
     return h

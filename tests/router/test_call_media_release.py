@@ -9,7 +9,6 @@ from b2bua_harness import (
     SDP_OFFER,
     Harness,
     in_dialog_request,
-    make_harness,
     response_to,
 )
 from test_call_media_anchor import (
@@ -18,14 +17,13 @@ from test_call_media_anchor import (
     answered_media_call,
     audio_port,
     caller_leg,
+    media_harness,
     response,
 )
 
-from ivr.config import IvrSettings, MediaSettings
-from ivr.prompts import Prompt, PromptCatalogue
+from ivr.config import MediaSettings
 from municipality_map import RoutingSnapshot
 from router.config import NodruteSettings
-from router.media import MediaContext
 from sip.message import Request
 from sip.sdp import SessionDescription
 
@@ -33,13 +31,8 @@ CALLER_MOVED = SDP_OFFER.replace(b"m=audio 40000", b"m=audio 40002")
 
 
 def release_harness(snapshot: RoutingSnapshot, engine: FakeEngine) -> Harness:
-    settings = NodruteSettings(media=MediaSettings(enabled=True, mode="release"))
-    frame = (b"\xd5" * 160,)
-    prompts = PromptCatalogue(Prompt("nb", name, frame, frame)
-                              for name in ("greeting_116117", "please_wait_113"))
-    h = make_harness(snapshot, settings)
-    h.b2bua.media = MediaContext(engine, prompts, IvrSettings())
-    return h
+    return media_harness(snapshot, engine, NodruteSettings(
+        media=MediaSettings(enabled=True, mode="release")))
 
 
 def reinvite_to(h: Harness, dest: tuple[str, int]) -> Request:
@@ -97,10 +90,7 @@ def test_a_caller_refusing_the_reinvite_keeps_the_call_anchored(
 
 def test_anchor_mode_sends_no_reinvite(snapshot: RoutingSnapshot) -> None:
     engine = FakeEngine()
-    h = make_harness(snapshot, NodruteSettings(media=MediaSettings(enabled=True)))
-    frame = (b"\xd5" * 160,)
-    h.b2bua.media = MediaContext(engine, PromptCatalogue(
-        Prompt("nb", "please_wait_113", frame, frame) for _ in (1,)), IvrSettings())
+    h = media_harness(snapshot, engine)
     answered_media_call(h, engine, 3)
     assert [s for s in h.outbox if isinstance(s.message, Request)
             and s.message.method == "INVITE"] == []
