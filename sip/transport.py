@@ -21,6 +21,7 @@ from typing import Protocol, cast
 
 from .errors import SipParseError
 from .events import Outgoing
+from .message import Message
 from .parser import DEFAULT_LIMITS, ParserLimits, StreamFramer, parse_message
 from .stateless import error_response_bytes
 from .transaction import TransactionLayer
@@ -44,6 +45,14 @@ class TransactionUser(Protocol):
     def handle_event(self, event: object, now: float) -> None: ...
     def next_deadline(self) -> float | None: ...
     def handle_timers(self, now: float) -> None: ...
+
+
+class TrafficCounter(Protocol):
+    """Told of every message on the wire (the node's SIP message metrics); must be cheap."""
+
+    def received(self, message: Message) -> None: ...
+    def sent(self, data: bytes) -> None: ...
+    def malformed(self) -> None: ...
 
 
 class _NullUser:
@@ -80,6 +89,8 @@ class SipEndpoint:
         self.local_address: Address | None = None
         self.dropped_malformed = 0
         """Malformed messages seen (answered 4xx/5xx when they were requests)."""
+        self.traffic: TrafficCounter | None = None
+        """Counts what is received and sent, retransmissions included; None: not counted."""
 
     # ----------------------------------------------------------------- lifecycle
 
@@ -145,6 +156,8 @@ class SipEndpoint:
         except SipParseError as err:
             self._malformed(data, source, transport, err)
             return
+        if self.traffic is not None:
+            self.traffic.received(message)
         now = self.now()
         try:
             self.layer.receive(message, source, transport, now)
@@ -157,6 +170,8 @@ class SipEndpoint:
     def _malformed(self, data: bytes, source: Address, transport: str,
                    err: SipParseError) -> None:
         self.dropped_malformed += 1
+        if self.traffic is not None:
+            self.traffic.malformed()
         log.debug("malformed message from %s:%s: %s", source[0], source[1], err)
         response = error_response_bytes(data, err)
         if response is not None:
@@ -222,6 +237,8 @@ class SipEndpoint:
     # ----------------------------------------------------------------- send path
 
     def send(self, out: Outgoing) -> None:
+        if self.traffic is not None:
+            self.traffic.sent(out.data)
         if out.transport == "UDP":
             if self._udp is not None:
                 self._udp.sendto(out.data, out.dest)
