@@ -16,6 +16,7 @@ import itertools
 import logging
 from collections import Counter
 from collections.abc import Callable
+from time import perf_counter
 from typing import Any
 
 from ivr.engine import MediaEvent
@@ -71,6 +72,7 @@ class B2bua:
         on_failover: Callable[[str, str, str, str], None] | None = None,
         on_hunt_exhausted: Callable[[str], None] | None = None,
         locators: Locators | None = None,
+        on_routed: Callable[[str, float], None] | None = None,
     ) -> None:
         self.layer = layer
         self.settings = settings
@@ -82,6 +84,8 @@ class B2bua:
         self._on_failover = on_failover
         """(service, from_centre, to_centre, reason) per failover step, for the metric."""
         self._on_hunt_exhausted = on_hunt_exhausted
+        self._on_routed = on_routed
+        """(service, seconds) per new call: INVITE taken to centre INVITE queued (or IVR on)."""
         self._trunks = _trunk_networks(settings.trunks)
         self._trunk_by_source: dict[str, TrunkSettings | None] = {}
         self._by_server_tx: dict[str, Call] = {}
@@ -280,6 +284,8 @@ class B2bua:
             self._respond(event.tx, request, 405, now, extra=[("Allow", legs.ALLOW)])
 
     def _on_invite(self, event: RequestReceived, now: float) -> None:
+        # A real clock: ``now`` is read once per datagram, so it cannot time the routing step.
+        taken = perf_counter() if self._on_routed is not None else 0.0
         request = event.request
         assert event.tx is not None
         try:
@@ -304,6 +310,8 @@ class B2bua:
         self._by_server_tx[event.tx] = call
         self.active_calls += 1
         call.start(now)
+        if self._on_routed is not None:
+            self._on_routed(dialled.service.value, perf_counter() - taken)
 
     def _on_cancel(self, event: CancelReceived, now: float) -> None:
         # RFC 3261 §9.2: answer the CANCEL itself first, 481 if there is nothing to cancel.
