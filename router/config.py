@@ -132,6 +132,12 @@ class TrunkSettings(_Section):
     routing table knows decides. ``geo`` (PIDF-LO position) first suits a trunk whose
     municipality header comes from the cell site rather than the caller."""
     municipality_header: str = "X-Kommunenummer"
+    max_calls: int = Field(20000, ge=1)
+    """Calls in progress from this trunk; a new INVITE beyond it gets 503 + Retry-After (the
+    carrier fails over to another node) instead of taking the node down for everyone."""
+    max_transactions: int = Field(100000, ge=1)
+    """Out-of-dialog server transactions (INVITE, OPTIONS, ...) open for this trunk, answered ones
+    included until their timers end; beyond it new requests get 503 + Retry-After."""
 
     @field_validator("sources")
     @classmethod
@@ -145,6 +151,41 @@ class TrunkSettings(_Section):
     def _no_default_source(cls, value: list[LocationSource]) -> list[LocationSource]:
         if LocationSource.DEFAULT in value:
             raise ValueError("'default' is not a source; it is what happens when none is usable")
+        return value
+
+
+class SecuritySettings(_Section):
+    """Who may use the node and how strangers are kept cheap (router/admission.py)."""
+
+    unknown_source: Literal["drop", "403"] = "drop"
+    """A request from an address in no trunk (and not a centre or ``trusted_sources``):
+    ``drop`` it silently (scanners learn nothing) or answer ``403`` statelessly. Either way it
+    is counted (``nodrute_rejected_total{reason="unknown_source"}``) and logged, rate-limited,
+    naming the source: the signal for a trunk whose ``sources`` are wrong."""
+    trusted_sources: list[str] = []
+    """Extra peers (CIDR) served without rate limits although not trunks, e.g. centres whose
+    URIs name a host rather than an address (those named by address are trusted already)."""
+    rate_pps: float = Field(10.0, gt=0)
+    """Packets per second looked at from one non-trunk source (token bucket)."""
+    burst: int = Field(20, ge=1)
+    """Token bucket depth for one non-trunk source."""
+    block_after_s: float = Field(5.0, ge=0)
+    """A non-trunk source over ``rate_pps`` this long (its bucket never refilled) is blocked."""
+    block_s: float = Field(60.0, gt=0)
+    """How long a blocked source's packets are dropped before they are even parsed."""
+    max_sources: int = Field(4096, ge=16)
+    """Non-trunk sources remembered (least recently heard from forgotten first): bounds memory
+    under a flood from many (spoofed) addresses."""
+    log_interval_s: float = Field(60.0, gt=0)
+    """At most one log line per source and reason this often (unknown source, blocked)."""
+    busy_retry_after_s: int = Field(5, ge=0, le=86400)
+    """Retry-After on the 503 to a trunk over its ``max_calls`` / ``max_transactions``."""
+
+    @field_validator("trusted_sources")
+    @classmethod
+    def _valid_networks(cls, value: list[str]) -> list[str]:
+        for cidr in value:
+            ipaddress.ip_network(cidr, strict=False)
         return value
 
 
@@ -217,6 +258,8 @@ class NodruteSettings(BaseSettings):
     ivr: IvrSettings = IvrSettings()
     health: HealthSettings = HealthSettings()
     """``[health]``: OPTIONS probes of every centre URI, hysteresis, override polling."""
+    security: SecuritySettings = SecuritySettings()
+    """``[security]``: unknown sources, per-source rate limits and blocking."""
 
     @model_validator(mode="after")
     def _trunk_names_unique(self) -> NodruteSettings:
