@@ -13,6 +13,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from .message import Request, Response
+from .tls import PeerIdentity
 
 
 @dataclass(frozen=True, slots=True)
@@ -28,6 +29,9 @@ class RequestReceived:
     """IP address and port the request came from."""
     transport: str
     """Transport it came over: ``UDP``, ``TCP``, ``TLS``…"""
+    peer: PeerIdentity | None = None
+    """Over TLS: the verified certificate identity of the connection's peer (RFC 3261
+    §26.3.2.2, RFC 5922); None without TLS or without a client certificate."""
 
 
 @dataclass(frozen=True, slots=True)

@@ -32,6 +32,7 @@ from .events import CancelReceived, Outgoing, RequestReceived, ResponseReceived,
 from .headers import Via, parse_cseq
 from .message import Message, Request, Response
 from .timers import RETRANSMIT, TimerConfig
+from .tls import PeerIdentity
 from .transaction_base import (
     KIND_NAMES,
     Rfc2543Match,
@@ -71,13 +72,16 @@ class TransactionLayer:
     # -- what arrived -------------------------------------------------------------------------
 
     def receive(
-        self, message: Message, source: tuple[str, int], transport: str, now: float
+        self, message: Message, source: tuple[str, int], transport: str, now: float,
+        peer: PeerIdentity | None = None,
     ) -> None:
-        """Match a parsed message to a transaction (§17.1.3, §17.2.3) and act on it."""
+        """Match a parsed message to a transaction (§17.1.3, §17.2.3) and act on it.
+
+        ``peer`` is the TLS peer's certificate identity, handed up with new requests."""
         if isinstance(message, Response):
             self._receive_response(message, now)
         else:
-            self._receive_request(message, source, transport, now)
+            self._receive_request(message, source, transport, now, peer)
 
     def _receive_response(self, response: Response, now: float) -> None:
         headers = response.headers
@@ -103,7 +107,8 @@ class TransactionLayer:
             table.emit(ResponseReceived(response, key, True))
 
     def _receive_request(
-        self, request: Request, source: tuple[str, int], transport: str, now: float
+        self, request: Request, source: tuple[str, int], transport: str, now: float,
+        peer: PeerIdentity | None,
     ) -> None:
         via, top, cseq = _read_top_via_and_cseq(request, source)
         method = request.method
@@ -145,7 +150,7 @@ class TransactionLayer:
             invite_tx = inv.key if isinstance(inv, ServerInviteTransaction) else None
             table.emit(CancelReceived(request, key, invite_tx, source, transport))
         else:
-            table.emit(RequestReceived(request, key, source, transport))
+            table.emit(RequestReceived(request, key, source, transport, peer))
 
     def _receive_ack_for_2xx(
         self, ack: Request, cseq: int, source: tuple[str, int], transport: str

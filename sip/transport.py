@@ -16,6 +16,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import socket
+import ssl
 from collections.abc import Iterable
 from typing import Protocol, cast
 
@@ -24,6 +25,7 @@ from .events import Outgoing
 from .message import Message
 from .parser import DEFAULT_LIMITS, ParserLimits, StreamFramer, parse_message
 from .stateless import error_response_bytes
+from .tls import PeerIdentity, TlsContexts, peer_identity
 from .transaction import TransactionLayer
 
 log = logging.getLogger("nodrute.sip.transport")
@@ -70,8 +72,19 @@ class SipEndpoint:
     """Listens on UDP and/or TCP, feeds the transaction layer, sends what it queues."""
 
     def __init__(self, layer: TransactionLayer, *, limits: ParserLimits = DEFAULT_LIMITS,
-                 udp_buffer_bytes: int | None = DEFAULT_UDP_BUFFER_BYTES) -> None:
+                 udp_buffer_bytes: int | None = DEFAULT_UDP_BUFFER_BYTES,
+                 tls: TlsContexts | None = None) -> None:
         self.layer = layer
+        self.tls = tls
+        """TLS contexts and listen port (RFC 3261 §26); None: no TLS either way."""
+        self.tls_address: Address | None = None
+        """Where the TLS listener is bound (``start`` with ``TLS`` among the transports)."""
+        self.tls_handshake_failures = 0
+        """TLS handshakes that failed, ours and our peers' (logged, never raised)."""
+        self._tls_servers: list[asyncio.Server] = []
+        self._tls_connections: dict[Address, _TcpConnection] = {}
+        self._tls_connecting: dict[Address, list[bytes]] = {}
+        self._tls_handshakes: set[asyncio.Task[None]] = set()
         self.udp_buffer_bytes = udp_buffer_bytes
         """Socket buffer size asked for on UDP (``None``: the system default)."""
         self.user: TransactionUser = _NullUser()
@@ -118,6 +131,8 @@ class SipEndpoint:
             )
             self._tcp_servers.append(server)
             port = server.sockets[0].getsockname()[1]
+        if "TLS" in wanted:
+            await self._start_tls_listener(host)
         self.local_address = (host, port)
 
     async def close(self) -> None:
@@ -129,6 +144,7 @@ class SipEndpoint:
             conn.close()
         for server in self._tcp_servers:
             await server.wait_closed()
+        await self._close_tls()
         if self._udp is not None:
             self._udp.close()
         if self._udp_reader is not None:
@@ -149,8 +165,10 @@ class SipEndpoint:
 
     # ----------------------------------------------------------------- receive path
 
-    def receive(self, data: bytes, source: Address, transport: str) -> None:
-        """One complete message (a datagram, or one framed out of a stream)."""
+    def receive(self, data: bytes, source: Address, transport: str,
+                peer: PeerIdentity | None = None) -> None:
+        """One complete message (a datagram, or one framed out of a stream); ``peer``: the
+        certificate identity of a TLS connection's peer."""
         try:
             message = parse_message(data, stream=transport != "UDP", limits=self.limits)
         except SipParseError as err:
@@ -160,7 +178,7 @@ class SipEndpoint:
             self.traffic.received(message)
         now = self.now()
         try:
-            self.layer.receive(message, source, transport, now)
+            self.layer.receive(message, source, transport, now, peer)
         except SipParseError as err:
             # The layer validates the few headers it reads (Via, CSeq) and rejects like the parser
             self._malformed(data, source, transport, err)
@@ -243,6 +261,9 @@ class SipEndpoint:
             if self._udp is not None:
                 self._udp.sendto(out.data, out.dest)
             return
+        if out.transport == "TLS":
+            self._send_tls(out)
+            return
         conn = self._connections.get(out.dest)
         if conn is not None:
             conn.write(out.data)
@@ -267,13 +288,97 @@ class SipEndpoint:
             self.pump(now)
 
     def _connection_made(self, conn: _TcpConnection, peer: Address) -> None:
-        self._connections[peer] = conn
-        for data in self._connecting.pop(peer, []):
+        tls = conn.transport_name == "TLS"
+        (self._tls_connections if tls else self._connections)[peer] = conn
+        for data in (self._tls_connecting if tls else self._connecting).pop(peer, []):
             conn.write(data)
 
     def _connection_lost(self, conn: _TcpConnection, peer: Address | None) -> None:
-        if peer is not None and self._connections.get(peer) is conn:
-            del self._connections[peer]
+        table = self._tls_connections if conn.transport_name == "TLS" else self._connections
+        if peer is not None and table.get(peer) is conn:
+            del table[peer]
+
+    # ----------------------------------------------------------------- TLS (RFC 3261 §26)
+
+    async def _start_tls_listener(self, host: str) -> None:
+        # The handshake is driven here (start_tls on an accepted TCP connection), not by
+        # create_server(ssl=...), so that a failed one is ours to log and count.
+        if self.tls is None or self.tls.server is None:
+            raise ValueError("TLS transport asked for without a server certificate")
+        assert self._loop is not None
+        server = await self._loop.create_server(
+            lambda: _TlsAccept(self), host=host, port=self.tls.port, reuse_address=True,
+        )
+        self._tls_servers.append(server)
+        self.tls_address = (host, int(server.sockets[0].getsockname()[1]))
+
+    async def _close_tls(self) -> None:
+        for server in self._tls_servers:
+            server.close()
+        for task in list(self._tls_handshakes):
+            task.cancel()
+        for conn in list(self._tls_connections.values()):
+            conn.close()
+        for server in self._tls_servers:
+            await server.wait_closed()
+
+    def _accept_tls(self, raw: asyncio.Transport, peer: Address) -> None:
+        assert self._loop is not None
+        task = self._loop.create_task(self._server_handshake(raw, peer))
+        self._tls_handshakes.add(task)
+        task.add_done_callback(self._tls_handshakes.discard)
+
+    async def _server_handshake(self, raw: asyncio.Transport, peer: Address) -> None:
+        assert self._loop is not None and self.tls is not None and self.tls.server is not None
+        conn = _TlsConnection(self, peer)
+        try:
+            secure = await self._loop.start_tls(
+                raw, conn, self.tls.server, server_side=True,
+                ssl_handshake_timeout=self.tls.handshake_timeout_s,
+            )
+        except (TimeoutError, OSError, ssl.SSLError) as err:
+            self.tls_handshake_failures += 1
+            log.warning("TLS handshake from %s:%s failed: %s", peer[0], peer[1], err)
+            raw.close()
+            return
+        if secure is None:  # the peer went away mid-handshake
+            raw.close()
+            return
+        conn.connection_made(secure)
+
+    def _send_tls(self, out: Outgoing) -> None:
+        conn = self._tls_connections.get(out.dest)
+        if conn is not None:
+            conn.write(out.data)
+            return
+        pending = self._tls_connecting.get(out.dest)
+        if pending is not None:
+            pending.append(out.data)
+            return
+        self._tls_connecting[out.dest] = [out.data]
+        assert self._loop is not None
+        self._loop.create_task(self._connect_tls(out.dest))
+
+    async def _connect_tls(self, dest: Address) -> None:
+        # RFC 5922 §7.3: the centre's certificate must name the host of its URI (SNI = host).
+        assert self._loop is not None
+        client = self.tls.client if self.tls is not None else None
+        try:
+            if client is None:
+                raise ssl.SSLError("no TLS client context configured")
+            await self._loop.create_connection(
+                lambda: _TlsConnection(self, dest), dest[0], dest[1],
+                ssl=client, server_hostname=dest[0],
+                ssl_handshake_timeout=self.tls.handshake_timeout_s if self.tls else None,
+            )
+        except (TimeoutError, OSError, ssl.SSLError, ValueError) as err:
+            if isinstance(err, ssl.SSLError):
+                self.tls_handshake_failures += 1
+            log.warning("TLS connect to %s:%s failed: %s", dest[0], dest[1], err)
+            self._tls_connecting.pop(dest, None)
+            now = self.now()
+            self.layer.transport_error(dest, "TLS", now)
+            self.pump(now)
 
 
 def _grow_buffers(sock: socket.socket | None, size: int) -> None:
@@ -308,6 +413,10 @@ class _UdpProtocol(asyncio.DatagramProtocol):
 
 
 class _TcpConnection(asyncio.Protocol):
+    transport_name = "TCP"
+    peer_identity: PeerIdentity | None = None
+    """TLS: the peer's verified certificate identity, handed up with each message."""
+
     def __init__(self, endpoint: SipEndpoint, dest: Address | None) -> None:
         self.endpoint = endpoint
         self.peer: Address | None = dest
@@ -328,15 +437,15 @@ class _TcpConnection(asyncio.Protocol):
             for item in self.framer.feed(data):
                 if isinstance(item, SipParseError):
                     # Framing is lost (§18.3): answer if we can, then close the connection.
-                    self.endpoint._malformed(b"TCP", self.peer, "TCP", item)
+                    self.endpoint._malformed(b"TCP", self.peer, self.transport_name, item)
                     self.close()
                     return
-                self.endpoint.receive(item, self.peer, "TCP")
+                self.endpoint.receive(item, self.peer, self.transport_name, self.peer_identity)
             if self.framer.pong_needed and self.transport is not None:
                 self.transport.write(b"\r\n")  # RFC 5626 §4.4.1 CRLF keep-alive pong
                 self.framer.pong_needed = False
         except Exception:
-            log.exception("fault handling TCP data from %s", self.peer)
+            log.exception("fault handling %s data from %s", self.transport_name, self.peer)
 
     def write(self, data: bytes) -> None:
         if self.transport is not None and not self.transport.is_closing():
@@ -348,3 +457,44 @@ class _TcpConnection(asyncio.Protocol):
 
     def connection_lost(self, exc: Exception | None) -> None:
         self.endpoint._connection_lost(self, self.peer)
+
+
+class _TlsConnection(_TcpConnection):
+    """SIP over TLS: TCP's framing over the TLS layer's transport (RFC 3261 §26.2.1)."""
+
+    transport_name = "TLS"
+
+    def __init__(self, endpoint: SipEndpoint, dest: Address | None) -> None:
+        super().__init__(endpoint, dest)
+        self._early: list[bytes] = []
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self.peer_identity = peer_identity(transport.get_extra_info("peercert"))
+        super().connection_made(transport)
+        early, self._early = self._early, []
+        for data in early:
+            super().data_received(data)
+
+    def data_received(self, data: bytes) -> None:
+        # On an accepted connection the TLS layer may deliver the first bytes before start_tls
+        # has returned its transport: keep them until the connection is in the table.
+        if self.transport is None:
+            self._early.append(data)
+            return
+        super().data_received(data)
+
+
+class _TlsAccept(asyncio.Protocol):
+    """An accepted TCP connection of the TLS listener until the endpoint starts TLS on it."""
+
+    def __init__(self, endpoint: SipEndpoint) -> None:
+        self.endpoint = endpoint
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        raw = cast(asyncio.Transport, transport)
+        raw.pause_reading()  # the ClientHello is for the TLS layer, read once it is in place
+        peername = raw.get_extra_info("peername")
+        self.endpoint._accept_tls(raw, (str(peername[0]), int(peername[1])))
+
+    def data_received(self, data: bytes) -> None:  # pragma: no cover - reading is paused
+        pass
