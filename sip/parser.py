@@ -410,16 +410,17 @@ def check_require(request: Request, supported: Iterable[str], *, proxy: bool = F
 def make_error_response(error: SipParseError) -> Response | None:
     """The response a UAS sends for ``error``, or ``None`` when none can or may be sent.
 
-    ``None`` when the message did not parse far enough to answer (no usable Via, §18.2.2), was a
-    response (dropped, §18.1.2), or was an ACK (never answered, §17.2.1).
+    ``None`` when the message did not parse far enough to answer (no usable Via or no CSeq,
+    §18.2.2, §17.1.3), was a response (dropped, §18.1.2), or was an ACK (never answered,
+    §17.2.1). From, To and Call-ID are echoed when present: RFC 4475 §3.3.1 asks for a 400 to
+    a request missing them, and the sender's transaction matches on Via and CSeq alone.
     """
     request = error.partial
     if not isinstance(request, Request) or request.method == "ACK":
         return None
     headers = request.headers
     top_via = headers.get("Via")
-    if top_via is None or not all(headers.get(name) for name in ("From", "To", "Call-ID",
-                                                                  "CSeq")):
+    if top_via is None or not headers.get("CSeq"):
         return None
     try:
         Via.parse(top_via)

@@ -4,12 +4,14 @@ A request the strict parser rejected still deserves its 400/505/416 so that the 
 retransmitting and a person reading a trace sees why. When the parser got as far as the header
 section, :func:`sip.parser.make_error_response` answers from that partial message; when it did
 not (a broken header line, say), this module reads the bytes leniently — only the headers a
-response must echo (Via, From, To, Call-ID, CSeq). It gives up (returns ``None``) when even those
-are missing, when the bytes are a response (§18.1.2: malformed responses are dropped), or when
-the request is an ACK (never answered).
+response must echo (Via, From, To, Call-ID, CSeq). It gives up (returns ``None``) when Via or
+CSeq is missing or an echoed value holds control characters, when the bytes are a response
+(§18.1.2: malformed responses are dropped), or when the request is an ACK (never answered).
 """
 
 from __future__ import annotations
+
+import re
 
 from .errors import SipParseError
 from .ids import new_tag
@@ -17,6 +19,7 @@ from .message import COMPACT_FORMS, Headers, Response
 from .parser import make_error_response
 
 _ECHOED = ("via", "from", "to", "call-id", "cseq")
+_CONTROL = re.compile(r"[\x00-\x08\x0a-\x1f\x7f]")  # CTL but HTAB (RFC 3261 §25.1)
 _COMPACT = {short: full.lower() for short, full in COMPACT_FORMS.items()}
 
 
@@ -34,21 +37,30 @@ def error_response_bytes(data: bytes, err: SipParseError) -> bytes | None:
     if method == "ACK":
         return None
     found: dict[str, list[str]] = {}
+    key = ""
     for line in lines[1:]:
-        if line[:1] in (" ", "\t"):
-            continue  # folded continuation of a header we may not even need
+        if line[:1] in (" ", "\t"):  # a folded continuation (§7.3.1) of the header before it
+            if key in found:
+                found[key][-1] = f"{found[key][-1]} {line.strip()}".strip()
+            continue
         name, sep, value = line.partition(":")
         if not sep:
+            key = ""
             continue
         key = name.strip().lower()
         key = _COMPACT.get(key, key)
         if key in _ECHOED:
             found.setdefault(key, []).append(value.strip())
-    if any(key not in found for key in _ECHOED):
+    # Via says where the answer goes and, with CSeq, which client transaction it ends (§17.1.3):
+    # without both nothing can use it. From, To and Call-ID are echoed when there (RFC 4475
+    # §3.3.1 asks for a 400 even when they are missing).
+    if not found.get("via") or not found.get("cseq") or not all(found["via"]):
         return None
+    if any(_CONTROL.search(value) for values in found.values() for value in values):
+        return None  # a bare CR or NUL would break our own framing: nothing safe to echo
     headers = Headers()
     for key in _ECHOED:
-        for value in found[key]:
+        for value in found.get(key, ()):
             if key == "to" and "tag=" not in value:
                 value = f"{value};tag={new_tag()}"
             headers.add(key, value)

@@ -341,11 +341,17 @@ def test_make_error_response() -> None:
     to = NameAddr.parse(response.headers.get("To") or "", "To")
     assert to.tag  # §8.2.6.2
     assert response.headers.get_all("Via") == _request(INVITE).headers.get_all("Via")
-    # no answer: to a response, to an ACK, or when Call-ID is missing
+    # no answer: to a response, to an ACK, or without the Via and CSeq a client matches on
     assert make_error_response(_error(_replace(RINGING, b"CSeq: 1 INVITE", b"CSeq: x"))) is None
     ack = _replace(_replace(COMPACT, b"BYE sip:", b"ACK sip:"), b"CSeq: 2 BYE", b"CSeq: 2 INVITE")
     assert make_error_response(_error(ack)) is None
-    assert make_error_response(_error(_replace(INVITE, b"Call-ID:", b"X-Call-ID:"))) is None
+    assert make_error_response(_error(_replace(INVITE, b"CSeq:", b"X-CSeq:"))) is None
+    assert make_error_response(_error(_replace(INVITE, b"Via:", b"X-Via:"))) is None
+    # a missing Call-ID is still answered (RFC 4475 §3.3.1), echoing what there is
+    missing = make_error_response(_error(_replace(INVITE, b"Call-ID:", b"X-Call-ID:")))
+    assert missing is not None and missing.status == 400
+    assert missing.headers.get("Call-ID") is None
+    assert missing.headers.get("CSeq") == "1 INVITE"
 
 
 # ---------------------------------------------------------------------------- performance
