@@ -14,6 +14,7 @@ malformed responses are dropped (§18.1.2). Nothing a peer sends can raise out o
 from __future__ import annotations
 
 import asyncio
+import enum
 import logging
 import socket
 import ssl
@@ -55,6 +56,22 @@ class TrafficCounter(Protocol):
     def received(self, message: Message) -> None: ...
     def sent(self, data: bytes) -> None: ...
     def malformed(self) -> None: ...
+
+
+class Admission(enum.Enum):
+    """What the admission check says about one message, before it is parsed."""
+
+    ADMIT = "admit"
+    DROP = "drop"
+    """Dropped unanswered, unparsed."""
+    REJECT = "reject"
+    """A request answered 403 statelessly (no transaction); a response or ACK is dropped."""
+
+
+class AdmissionCheck(Protocol):
+    """Decides by source who gets parsed at all (router/admission.py); must be cheap."""
+
+    def admit(self, data: bytes, source: Address, transport: str, now: float) -> Admission: ...
 
 
 class _NullUser:
@@ -104,6 +121,8 @@ class SipEndpoint:
         """Malformed messages seen (answered 4xx/5xx when they were requests)."""
         self.traffic: TrafficCounter | None = None
         """Counts what is received and sent, retransmissions included; None: not counted."""
+        self.admission: AdmissionCheck | None = None
+        """Asked about every message before parsing (flood and stranger control); None: all."""
 
     # ----------------------------------------------------------------- lifecycle
 
@@ -169,6 +188,12 @@ class SipEndpoint:
                 peer: PeerIdentity | None = None) -> None:
         """One complete message (a datagram, or one framed out of a stream); ``peer``: the
         certificate identity of a TLS connection's peer."""
+        if self.admission is not None:
+            verdict = self.admission.admit(data, source, transport, self.now())
+            if verdict is not Admission.ADMIT:
+                if verdict is Admission.REJECT:
+                    self._refuse(data, source, transport)
+                return
         try:
             message = parse_message(data, stream=transport != "UDP", limits=self.limits)
         except SipParseError as err:
@@ -184,6 +209,12 @@ class SipEndpoint:
             self._malformed(data, source, transport, err)
             return
         self.pump(now)
+
+    def _refuse(self, data: bytes, source: Address, transport: str) -> None:
+        # Stateless 403 (RFC 3261 §8.2.1), read leniently: no parse, no transaction
+        response = error_response_bytes(data, SipParseError("Forbidden", 403))
+        if response is not None:
+            self.send(Outgoing(response, source, transport))
 
     def _malformed(self, data: bytes, source: Address, transport: str,
                    err: SipParseError) -> None:
