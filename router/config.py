@@ -37,7 +37,8 @@ class SipSettings(_Section):
     """Address to bind UDP and TCP listeners to."""
     port: int = Field(5060, ge=0, le=65535)
     """Listen port for UDP and TCP; 0 picks a free one (tests)."""
-    transports: list[Literal["udp", "tcp"]] = ["udp", "tcp"]
+    transports: list[Literal["udp", "tcp", "tls"]] = ["udp", "tcp"]
+    """``tls`` listens on ``[tls] tls_port`` with ``[tls] certificate`` (RFC 3261 §26)."""
     advertised_host: str | None = None
     """Host put in Via/Contact; defaults to ``host`` (set it when binding 0.0.0.0)."""
     t1_s: float = Field(0.5, gt=0)
@@ -138,6 +139,10 @@ class TrunkSettings(_Section):
     max_transactions: int = Field(100000, ge=1)
     """Out-of-dialog server transactions (INVITE, OPTIONS, ...) open for this trunk, answered ones
     included until their timers end; beyond it new requests get 503 + Retry-After."""
+    tls_subjects: list[str] = []
+    """Mutual TLS: when set, the trunk's INVITEs must come over TLS from a peer whose verified
+    client certificate carries one of these subjects (``"CN=sbc1.carrier.example"``, every
+    attribute of ``"CN=…, O=…"``) or SAN DNS names (``"sbc1.carrier.example"``); else 403."""
 
     @field_validator("sources")
     @classmethod
@@ -152,6 +157,34 @@ class TrunkSettings(_Section):
         if LocationSource.DEFAULT in value:
             raise ValueError("'default' is not a source; it is what happens when none is usable")
         return value
+
+
+class TlsSettings(_Section):
+    """TLS (RFC 3261 §26): our certificate, the CA peers are verified with (sip/tls.py)."""
+
+    certificate: Path | None = None
+    """PEM certificate chain of this node (needed for ``tls`` in ``[sip] transports``)."""
+    private_key: Path | None = None
+    """PEM private key of ``certificate`` (keep it readable by the service user only)."""
+    ca_file: Path | None = None
+    """PEM CA bundle: centres' server certificates and trunks' client certificates are
+    verified against it (centres: the system store when unset)."""
+    tls_port: int = Field(5061, ge=0, le=65535)
+    """TLS listen port; 0 picks a free one (tests)."""
+    min_version: Literal["TLSv1.2", "TLSv1.3"] = "TLSv1.2"
+    require_client_certificate: bool = False
+    """Refuse the handshake of a client without a certificate signed by ``ca_file``. Off: a
+    client certificate is asked for, and trunks with ``tls_subjects`` demand it per trunk."""
+    handshake_timeout_s: float = Field(5.0, gt=0)
+    """A TLS handshake (either direction) not done within this long fails."""
+
+    @model_validator(mode="after")
+    def _key_with_certificate(self) -> TlsSettings:
+        if (self.certificate is None) != (self.private_key is None):
+            raise ValueError("certificate and private_key go together")
+        if self.require_client_certificate and self.ca_file is None:
+            raise ValueError("require_client_certificate needs ca_file")
+        return self
 
 
 class SecuritySettings(_Section):
@@ -260,6 +293,8 @@ class NodruteSettings(BaseSettings):
     """``[health]``: OPTIONS probes of every centre URI, hysteresis, override polling."""
     security: SecuritySettings = SecuritySettings()
     """``[security]``: unknown sources, per-source rate limits and blocking."""
+    tls: TlsSettings = TlsSettings()
+    """``[tls]``: certificate, key, CA file, port of the TLS transport."""
 
     @model_validator(mode="after")
     def _trunk_names_unique(self) -> NodruteSettings:
@@ -268,6 +303,8 @@ class NodruteSettings(BaseSettings):
             raise ValueError(f"trunk names must be unique, got {names}")
         if not self.trunks:
             raise ValueError("at least one [[trunks]] entry is needed")
+        if "tls" in self.sip.transports and self.tls.certificate is None:
+            raise ValueError("[sip] transports has tls: [tls] certificate and private_key needed")
         return self
 
     @classmethod
@@ -285,6 +322,11 @@ class NodruteSettings(BaseSettings):
 
 
 def _resolve_paths(data: dict[str, Any], base: Path) -> None:
+    tls = data.get("tls")
+    if isinstance(tls, dict):
+        for key in ("certificate", "private_key", "ca_file"):
+            if isinstance(tls.get(key), str):
+                tls[key] = Path(tls[key]) if Path(tls[key]).is_absolute() else base / tls[key]
     routing = data.get("routing")
     if isinstance(routing, dict) and "table_dir" in routing:
         table_dir = Path(str(routing["table_dir"]))
