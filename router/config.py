@@ -19,6 +19,7 @@ from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, Settings
 from ivr.config import IvrSettings, MediaSettings
 from municipality_map import Service, default_table_dir
 
+from .answer_time import AnswerTimeSettings
 from .health import HealthSettings
 from .resolve import LocationSource
 
@@ -223,7 +224,27 @@ class SecuritySettings(_Section):
 
 
 class LogSettings(_Section):
+    """Log lines (router/logs.py): level, format, and the level of per-call events."""
+
     level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
+    format: Literal["auto", "json", "console"] = "auto"
+    """``json``: one JSON object per line; ``console``: readable; ``auto``: console on a TTY."""
+    call_events: Literal["DEBUG", "INFO"] = "DEBUG"
+    """Level of the per-call state events (the one ``call ended`` summary is always INFO)."""
+
+
+class HepSettings(_Section):
+    """Copies of every SIP message to a Homer/HEPv3 collector over UDP (off by default)."""
+
+    enabled: bool = False
+    host: str = "127.0.0.1"
+    port: int = Field(9060, ge=1, le=65535)
+    node_id: int = Field(2001, ge=0, le=0xFFFFFFFF)
+    """HEP capture agent id (chunk 0x000c) naming this node in the collector."""
+    password: str = ""
+    """HEP authentication key (chunk 0x000e); empty: none sent."""
+    queue_size: int = Field(10_000, ge=1)
+    """Messages waiting to be sent at most; beyond it copies are dropped (and counted)."""
 
 
 class DatabaseSettings(_Section):
@@ -267,6 +288,23 @@ class MetricsSettings(_Section):
     enabled: bool = True
     host: str = "127.0.0.1"
     port: int = Field(9464, ge=0, le=65535)
+    answer_time: AnswerTimeSettings = AnswerTimeSettings()
+    """``[metrics.answer_time]``: sliding windows and targets of the answer-time indicators."""
+
+
+class RecordsSettings(_Section):
+    """Call records (router/records.py): a bounded queue to the ``[database]``, a local
+    append-only spill file while the database is down."""
+
+    enabled: bool = True
+    queue_size: int = Field(10_000, ge=1)
+    """Records waiting in memory for the database; beyond it they go to the spill file."""
+    batch_size: int = Field(200, ge=1)
+    """Records per database transaction."""
+    spill_path: Path = REPO_ROOT / "var" / "records-spill.jsonl"
+    """One JSON line per record the database did not take; replayed when it is back."""
+    replay_interval_s: float = Field(5.0, gt=0)
+    """How often a down database is tried again (and the spill file replayed)."""
 
 
 class NodruteSettings(BaseSettings):
@@ -286,6 +324,9 @@ class NodruteSettings(BaseSettings):
     tables: TablesSettings = TablesSettings()
     mqtt: MqttSettings = MqttSettings()
     metrics: MetricsSettings = MetricsSettings()
+    hep: HepSettings = HepSettings()
+    """``[hep]``: SIP tracing to a HEPv3 collector (router/hep.py)."""
+    records: RecordsSettings = RecordsSettings()
     media: MediaSettings = MediaSettings()
     """``[media] enabled = true``: anchored RTP and the IVR (off by default: SDP relayed)."""
     ivr: IvrSettings = IvrSettings()
@@ -335,6 +376,10 @@ def _resolve_paths(data: dict[str, Any], base: Path) -> None:
     if isinstance(tables, dict) and tables.get("drop_dir"):
         drop_dir = Path(str(tables["drop_dir"]))
         tables["drop_dir"] = drop_dir if drop_dir.is_absolute() else base / drop_dir
+    records = data.get("records")
+    if isinstance(records, dict) and records.get("spill_path"):
+        spill = Path(str(records["spill_path"]))
+        records["spill_path"] = spill if spill.is_absolute() else base / spill
     database = data.get("database")
     if isinstance(database, dict) and isinstance(database.get("url"), str):
         database["url"] = _resolve_sqlite_path(database["url"], base)
