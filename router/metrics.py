@@ -109,6 +109,16 @@ class NodeMetrics:
             "SIGHUP reloads refused (unreadable or invalid file); the running config stays.",
             registry=r,
         )
+        self.call_records = Counter(
+            "nodrute_call_records",
+            "Call records by what became of them: written (to the database), spilled (to the "
+            "local spill file: database down or queue full), replayed (spill file -> database), "
+            "lost (not even the spill file could be written).", ["result"], registry=r,
+        )  # fmt: skip
+        self.call_records_queue = Gauge(
+            "nodrute_call_records_queue_depth",
+            "Call records waiting in memory for the database.", registry=r,
+        )  # fmt: skip
         self._server: WSGIServer | None = None
         self._thread: threading.Thread | None = None
 
@@ -133,6 +143,13 @@ class NodeMetrics:
         self.location_sources.labels(service=record.service, source=record.location_source).inc()
         if record.location_disagreement:
             self.location_disagreements.labels(service=record.service).inc()
+
+    def call_records_moved(self, result: str, count: int) -> None:
+        """router.records.RecordsObserver: ``count`` records written/spilled/replayed/lost."""
+        self.call_records.labels(result=result).inc(count)
+
+    def track_records_queue(self, depth: Callable[[], int]) -> None:
+        self.call_records_queue.set_function(lambda: float(depth()))
 
     def failover(self, service: str, from_centre: str, to_centre: str, reason: str) -> None:
         """The B2BUA's ``on_failover`` hook."""
