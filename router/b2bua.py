@@ -44,6 +44,7 @@ from .config import NodruteSettings, TrunkSettings
 from .drain import DrainState, release_call
 from .health import HealthMonitor, ProbeOutcome, build_options
 from .hunt import Attempt, AttemptEnd
+from .admission import TrunkLoad
 from .media import MediaContext
 from .resolve import dialled_service
 
@@ -108,6 +109,11 @@ class B2bua:
         everything of the calls in progress goes on (router/drain.py)."""
         self.locators = locators or Locators()
         """Position and postcode indexes for caller location (none loaded: those sources off)."""
+        self.trunk_loads: dict[str, TrunkLoad] = {}
+        """Calls and out-of-dialog transactions per trunk name (``max_calls``,
+        ``max_transactions``: 503 + Retry-After beyond them, router/admission.py)."""
+        self.on_rejected: Callable[[str], None] | None = None
+        """Told the reason of each 503 for a trunk over its bounds (the metric)."""
 
     # ----------------------------------------------------------------- what calls ask of us
 
@@ -203,6 +209,7 @@ class B2bua:
         self._by_dialog.pop((call.caller_call_id, call.caller_tag), None)
         self._by_dialog.pop((call.centre_call_id, call.centre_tag), None)
         self.active_calls -= 1
+        self._trunk_load(call.trunk).calls -= 1
         record = call.record
         self.counters[f"calls:{record.service}:{record.outcome.value}"] += 1
         log.info(
@@ -271,6 +278,8 @@ class B2bua:
         method = request.method
         if self.drain is not None and method in ("INVITE", "OPTIONS"):
             self._refuse_while_draining(event, now)
+        elif self._trunk_busy(event, now):
+            pass  # answered 503 + Retry-After
         elif method == "INVITE":
             self._on_invite(event, now)
         elif method == "OPTIONS":
@@ -309,6 +318,7 @@ class B2bua:
         call = Call(self, request, event.tx, event.transport, dialled, trunk, self.snapshot, now)
         self._by_server_tx[event.tx] = call
         self.active_calls += 1
+        self._trunk_load(trunk).calls += 1
         call.start(now)
         if self._on_routed is not None:
             self._on_routed(dialled.service.value, perf_counter() - taken)
@@ -360,6 +370,35 @@ class B2bua:
             if call is not None and call.state is not CallState.ENDED:
                 call.state = CallState.ENDED
                 self.active_calls -= 1
+                self._trunk_load(call.trunk).calls -= 1
+
+    # ----------------------------------------------------------------- per-trunk bounds
+
+    def _trunk_load(self, trunk: TrunkSettings) -> TrunkLoad:
+        load = self.trunk_loads.get(trunk.name)
+        if load is None:
+            load = self.trunk_loads[trunk.name] = TrunkLoad()
+        return load
+
+    def _trunk_busy(self, event: RequestReceived, now: float) -> bool:
+        """A new out-of-dialog request from a trunk over its bounds: answer 503 + Retry-After
+        (RFC 3261 §21.5.4; the carrier tries another node) and say True."""
+        trunk = self._trunk_for(event.source[0])
+        if trunk is None or event.tx is None:
+            return False
+        reason = self._trunk_load(trunk).admit(
+            event.tx, event.request.method == "INVITE", trunk, self._tx_alive)
+        if reason is None:
+            return False
+        self.counters[f"rejected:{reason.value}"] += 1
+        if self.on_rejected is not None:
+            self.on_rejected(reason.value)
+        retry_after = str(self.settings.security.busy_retry_after_s)
+        self._respond(event.tx, event.request, 503, now, extra=[("Retry-After", retry_after)])
+        return True
+
+    def _tx_alive(self, tx: str) -> bool:
+        return self.layer.state(tx) is not None
 
     # ----------------------------------------------------------------- drain and reload
 
