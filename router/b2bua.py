@@ -37,6 +37,7 @@ from sip.parser import check_max_forwards, check_require, validate_request
 from sip.transaction import TransactionLayer
 
 from . import legs
+from .admission import TrunkLoad
 from .call import Call, CallState, Leg
 from .call_record import CallRecord
 from .caller_location import Locators
@@ -44,9 +45,9 @@ from .config import NodruteSettings, TrunkSettings
 from .drain import DrainState, release_call
 from .health import HealthMonitor, ProbeOutcome, build_options
 from .hunt import Attempt, AttemptEnd
-from .admission import TrunkLoad
 from .media import MediaContext
 from .resolve import dialled_service
+from .trunk_tls import trunk_identity_refusal
 
 log = logging.getLogger("nodrute.b2bua")
 
@@ -81,6 +82,8 @@ class B2bua:
         """The active routing table; replaced whole (atomically) by a table switch."""
         self.via_host = settings.sip.via_host
         self.port = port
+        self.tls_port: int | None = None
+        """The TLS listener's port, put in Via/Contact of TLS legs (set once it is bound)."""
         self._on_call_ended = on_call_ended
         self._on_failover = on_failover
         """(service, from_centre, to_centre, reason) per failover step, for the metric."""
@@ -118,10 +121,12 @@ class B2bua:
     # ----------------------------------------------------------------- what calls ask of us
 
     def via(self, transport: str, branch: str) -> str:
-        return legs.via_value(transport, self.via_host, self.port, branch)
+        port = self.tls_port if transport == "TLS" and self.tls_port else self.port
+        return legs.via_value(transport, self.via_host, port, branch)
 
     def contact(self, transport: str) -> str:
-        return legs.contact_value(self.via_host, self.port, transport)
+        port = self.tls_port if transport == "TLS" and self.tls_port else self.port
+        return legs.contact_value(self.via_host, port, transport)
 
     def bind_client_tx(self, tx: str, call: Call) -> None:
         self._by_client_tx[tx] = call
@@ -313,6 +318,12 @@ class B2bua:
         trunk = self._trunk_for(event.source[0])
         if trunk is None:
             self.counters["rejected:unknown_source"] += 1
+            self._respond(event.tx, request, 403, now)
+            return
+        refusal = trunk_identity_refusal(trunk, event.transport, event.peer)
+        if refusal is not None:  # mutual TLS (router/trunk_tls.py); a TLS peer is not spoofed
+            self.counters["rejected:tls_identity"] += 1
+            log.warning("INVITE from %s:%s refused: %s", *event.source, refusal)
             self._respond(event.tx, request, 403, now)
             return
         call = Call(self, request, event.tx, event.transport, dialled, trunk, self.snapshot, now)
