@@ -109,6 +109,18 @@ class NodeMetrics:
             "SIGHUP reloads refused (unreadable or invalid file); the running config stays.",
             registry=r,
         )
+        self.rejected = Counter(
+            "nodrute_rejected",
+            "Messages given no service, by reason: unknown_source, rate_limited, blocked "
+            "(non-trunk sources, dropped or 403 unparsed), trunk_calls, trunk_transactions "
+            "(a trunk over its bounds, 503 + Retry-After).", ["reason"], registry=r,
+        )  # fmt: skip
+        self._rejected_by: dict[str, Counter] = {}
+        self.blocked_sources = Gauge(
+            "nodrute_blocked_sources",
+            "Non-trunk source addresses blocked now for staying over their packet rate.",
+            registry=r,
+        )
         self.call_records = Counter(
             "nodrute_call_records",
             "Call records by what became of them: written (to the database), spilled (to the "
@@ -159,6 +171,16 @@ class NodeMetrics:
     def hunt_exhausted(self, service: str) -> None:
         """The B2BUA's ``on_hunt_exhausted`` hook."""
         self.hunts_exhausted.labels(service=service).inc()
+
+    def note_rejected(self, reason: str) -> None:
+        """Admission and trunk bounds: one message refused (per packet under a flood: cheap)."""
+        child = self._rejected_by.get(reason)
+        if child is None:
+            child = self._rejected_by[reason] = self.rejected.labels(reason=reason)
+        child.inc()
+
+    def track_blocked_sources(self, count: Callable[[], int]) -> None:
+        self.blocked_sources.set_function(lambda: float(count()))
 
     # ------------------------------------------------------------------ centre health
 
