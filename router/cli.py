@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import logging
 import sys
 from pathlib import Path
 from typing import Annotated
@@ -42,10 +41,9 @@ def serve(
     except ValidationError as err:
         typer.echo(f"{config}: invalid configuration:\n{err}", err=True)
         raise typer.Exit(2) from None
-    logging.basicConfig(
-        level=settings.log.level, stream=sys.stderr,
-        format="%(asctime)s %(levelname)s %(name)s %(message)s",
-    )
+    from .logs import configure_logging
+
+    configure_logging(settings.log, sys.stderr)
     try:
         run(settings, config)
     except TableError as err:
