@@ -37,6 +37,7 @@ from .media import MediaContext
 from .metrics import NodeMetrics
 from .resolve import LocationSource
 from .tables import ActiveTable, TableManager, utc_now
+from .trunk_tls import node_tls_contexts
 
 log = logging.getLogger("nodrute.app")
 
@@ -283,12 +284,13 @@ async def start_router(settings: NodruteSettings) -> RunningRouter:
         raise
     try:
         locators = await load_locators(settings)
+        tls = node_tls_contexts(settings)
     except BaseException:
         await tables.close()
         raise
     sip = settings.sip
     layer = TransactionLayer(TimerConfig(t1=sip.t1_s, t2=sip.t2_s, t4=sip.t4_s))
-    endpoint = SipEndpoint(layer)
+    endpoint = SipEndpoint(layer, tls=tls)
     await endpoint.start(sip.host, sip.port, sip.transports)
     assert endpoint.local_address is not None
     b2bua = B2bua(layer, settings, snapshot, port=endpoint.local_address[1],
@@ -296,6 +298,9 @@ async def start_router(settings: NodruteSettings) -> RunningRouter:
                   on_failover=metrics.failover if metrics else None,
                   on_hunt_exhausted=metrics.hunt_exhausted if metrics else None,
                   locators=locators)
+    if endpoint.tls_address is not None:
+        b2bua.tls_port = endpoint.tls_address[1]
+        log.info("SIP over TLS on %s:%d", *endpoint.tls_address)
     endpoint.user = b2bua
     serving.append(b2bua)
     media_engine: MediaEngine | None = None
