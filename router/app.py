@@ -35,6 +35,7 @@ from .health_overrides import OverridePoller
 from .location import LocationLimits
 from .media import MediaContext
 from .metrics import NodeMetrics
+from .records import CallRecordWriter, chain_hooks, writer_from_settings
 from .resolve import LocationSource
 from .tables import ActiveTable, TableManager, utc_now
 from .trunk_tls import node_tls_contexts
@@ -53,6 +54,8 @@ class RunningRouter:
     tasks: list[asyncio.Task[None]] = field(default_factory=list)
     media_engine: MediaEngine | None = None
     """The RTP engine when ``[media] enabled``."""
+    records: CallRecordWriter | None = None
+    """Call records to the database (``[records] enabled``); flushed at close."""
 
     @property
     def snapshot(self) -> RoutingSnapshot:
@@ -71,6 +74,8 @@ class RunningRouter:
         await self.endpoint.close()
         if self.media_engine is not None:
             self.media_engine.close()
+        if self.records is not None:
+            await self.records.close()
         await self.tables.close()
         if self.metrics is not None:
             self.metrics.close()
@@ -293,8 +298,10 @@ async def start_router(settings: NodruteSettings) -> RunningRouter:
     endpoint = SipEndpoint(layer, tls=tls)
     await endpoint.start(sip.host, sip.port, sip.transports)
     assert endpoint.local_address is not None
+    records = writer_from_settings(settings, metrics)
     b2bua = B2bua(layer, settings, snapshot, port=endpoint.local_address[1],
-                  on_call_ended=metrics.call_ended if metrics else None,
+                  on_call_ended=chain_hooks(metrics.call_ended if metrics else None,
+                                            records.submit if records else None),
                   on_failover=metrics.failover if metrics else None,
                   on_hunt_exhausted=metrics.hunt_exhausted if metrics else None,
                   locators=locators)
@@ -330,7 +337,9 @@ async def start_router(settings: NodruteSettings) -> RunningRouter:
     )
     tasks = _background_tasks(settings, tables, metrics)
     tasks.append(asyncio.create_task(overrides.run(), name="centre-overrides"))
-    return RunningRouter(endpoint, b2bua, tables, metrics, tasks, media_engine)
+    if records is not None:
+        records.start()
+    return RunningRouter(endpoint, b2bua, tables, metrics, tasks, media_engine, records)
 
 
 async def serve(settings: NodruteSettings, config_path: Path | None = None) -> None:
