@@ -28,6 +28,7 @@ from sip.transaction import TransactionLayer
 from sip.transport import SipEndpoint
 
 from . import gc_policy
+from .admission import AdmissionPolicy
 from .b2bua import B2bua
 from .caller_location import Locators
 from .config import NodruteSettings
@@ -37,6 +38,7 @@ from .media import MediaContext
 from .metrics import NodeMetrics
 from .records import CallRecordWriter, chain_hooks, writer_from_settings
 from .resolve import LocationSource
+from .secrets import warn_if_config_exposed
 from .tables import ActiveTable, TableManager, utc_now
 from .trunk_tls import node_tls_contexts
 
@@ -309,6 +311,10 @@ async def start_router(settings: NodruteSettings) -> RunningRouter:
         b2bua.tls_port = endpoint.tls_address[1]
         log.info("SIP over TLS on %s:%d", *endpoint.tls_address)
     endpoint.user = b2bua
+    admission = AdmissionPolicy(lambda: b2bua.settings, lambda: b2bua.snapshot,
+                                on_reject=metrics.note_rejected if metrics else None)
+    endpoint.admission = admission  # strangers dropped before parsing (router/admission.py)
+    b2bua.on_rejected = metrics.note_rejected if metrics else None
     serving.append(b2bua)
     media_engine: MediaEngine | None = None
     if catalogue is not None:
@@ -322,6 +328,7 @@ async def start_router(settings: NodruteSettings) -> RunningRouter:
     overrides = await _start_health(settings, tables, b2bua, endpoint, metrics)
     if metrics is not None:
         metrics.track_active_calls(lambda: b2bua.active_calls)
+        metrics.track_blocked_sources(lambda: admission.limiter.blocked_count(endpoint.now()))
         try:
             metrics.serve(settings.metrics.host, settings.metrics.port)
         except OSError:
@@ -347,6 +354,7 @@ async def serve(settings: NodruteSettings, config_path: Path | None = None) -> N
     from .drain import drain_node
     from .reload import reload_config
 
+    warn_if_config_exposed(config_path)
     router = await start_router(settings)
     collections = gc_policy.tune_for_latency()  # no 100+ ms full-GC pauses under traffic
     stop, hurry = asyncio.Event(), asyncio.Event()
