@@ -276,7 +276,8 @@ async def load_locators(settings: NodruteSettings) -> Locators:
 async def start_router(settings: NodruteSettings) -> RunningRouter:
     """Load the table, bind the listeners and wire the layers; returns once serving."""
     catalogue = check_media(settings) if settings.media.enabled else None
-    metrics = NodeMetrics() if settings.metrics.enabled else None
+    metrics = NodeMetrics(answer_time=settings.metrics.answer_time) \
+        if settings.metrics.enabled else None
     serving: list[B2bua] = []  # a table switch checks the default centres in force (SIGHUP)
     tables = table_manager(settings, metrics,
                            lambda: serving[0].settings if serving else settings)
@@ -306,6 +307,7 @@ async def start_router(settings: NodruteSettings) -> RunningRouter:
                                             records.submit if records else None),
                   on_failover=metrics.failover if metrics else None,
                   on_hunt_exhausted=metrics.hunt_exhausted if metrics else None,
+                  on_routed=metrics.routed if metrics else None,
                   locators=locators)
     if endpoint.tls_address is not None:
         b2bua.tls_port = endpoint.tls_address[1]
@@ -328,6 +330,7 @@ async def start_router(settings: NodruteSettings) -> RunningRouter:
     overrides = await _start_health(settings, tables, b2bua, endpoint, metrics)
     if metrics is not None:
         metrics.track_active_calls(lambda: b2bua.active_calls)
+        endpoint.traffic = metrics.traffic
         metrics.track_blocked_sources(lambda: admission.limiter.blocked_count(endpoint.now()))
         try:
             metrics.serve(settings.metrics.host, settings.metrics.port)
