@@ -535,7 +535,7 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
                        help="concurrent IVR sessions (116117 callers hearing the greeting)")
     media.add_argument("--bridged-steps", default=DEFAULT_BRIDGED_STEPS,
                        help="concurrent bridged 113 calls (RTP both ways through the router)")
-    media.add_argument("--media-rate", type=float, default=200.0,
+    media.add_argument("--media-rate", type=float, default=300.0,
                        help="calls/s at which a media step's calls are set up")
     media.add_argument("--media-settle-s", type=float, default=1.5,
                        help="wait after the last call is set up before measuring")
@@ -543,6 +543,8 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
                        help="measured window with every call of the step up")
     media.add_argument("--media-baseline-s", type=float, default=4.0,
                        help="media_bench.py measure time per mode (0 = no engine baseline)")
+    media.add_argument("--media-keep-going", action="store_true",
+                       help="run every media step even after a failing one")
     location = parser.add_argument_group("caller location (loadtests/bench_location.py)")
     location.add_argument("--no-location", action="store_true",
                           help="skip geo_bench.py and location_parse_bench.py")
@@ -585,7 +587,7 @@ def media_section(
             workdir / "calls-113.csv", [r for r in mix.rows if r[0] == "113"]),
         router_env=env, ivr_steps=steps["ivr"], bridged_steps=steps["bridged"],
         rate=args.media_rate, settle_s=args.media_settle_s, window_s=args.media_window_s,
-        baseline_s=args.media_baseline_s, log=log,
+        baseline_s=args.media_baseline_s, log=log, keep_going=args.media_keep_going,
     )  # fmt: skip
     section["call_mix"] = {"rows": [list(r) for r in mix.rows],
                            "centres": [asdict(c) for c in mix.centres]}

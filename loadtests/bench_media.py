@@ -63,8 +63,8 @@ FAILURE_COLUMNS = (
     "FailedTimeoutOnRecv(C)", "FailedUnexpectedMessage(C)", "FailedMaxUDPRetrans(C)",
     "FailedCannotSendMessage(C)", "FailedCallRejected(C)",
 )  # fmt: skip
-DEFAULT_IVR_STEPS = "50,100,200,400,800,1200"
-DEFAULT_BRIDGED_STEPS = "25,50,100,200,300,400"
+DEFAULT_IVR_STEPS = "100,400,800,1200,1600,2000"
+DEFAULT_BRIDGED_STEPS = "50,100,200,300,400"
 
 
 # --- files the section writes ----------------------------------------------------------------
@@ -216,6 +216,10 @@ class MediaStepResult:
     router_rss_mib: float
     seq_gaps: int
     late_packets: int
+    late_events: int
+    """Stalls: runs of consecutive 100 ms with late packets (the most of the two sides). One
+    event with a late packet on every stream = the router (or machine) paused once; many =
+    it could not keep the pace."""
     max_gap_ms: float
     switch_gap_max_ms: float
     """Longest silence before a talkspurt start (a prompt's first frame, or the first relayed
@@ -256,6 +260,8 @@ class MediaBench:
 
     def run_step(self, kind: str, calls: int) -> MediaStepResult:
         step_dir = self.workdir / f"{kind}-{calls}"
+        while step_dir.exists():  # the same step again
+            step_dir = step_dir.with_name(step_dir.name + "+")
         step_dir.mkdir(parents=True)
         hold_s = self.hold_s(calls)
         uac_mp = self.ports.take(RTP_OFFSET + 1)
@@ -361,9 +367,19 @@ class MediaBench:
             in_window = sum(n for p, bucket, n in result.get("buckets", [])
                             if str(p) == port and first_bucket <= bucket < last_bucket)
             span = max(1, last_bucket - first_bucket) * width
+            late_in = {"before_window": 0, "in_window": 0, "after_window": 0}
+            late_events, previous = 0, -2
+            for p, bucket, n in result.get("late_buckets", []):
+                if str(p) == port:
+                    phase = ("before_window" if bucket < first_bucket else
+                             "in_window" if bucket < last_bucket else "after_window")
+                    late_in[phase] += n
+                    late_events += bucket > previous + 1  # a run of 100 ms buckets = one stall
+                    previous = bucket
             sides[side] = {**summary, "streams_through_window": alive,
                            "packets_in_window": in_window,
-                           "packets_per_s_in_window": round(in_window / span, 1)}
+                           "packets_per_s_in_window": round(in_window / span, 1),
+                           "late_by_phase": late_in, "late_events": late_events}
             through += alive
             packets += in_window
             rate_through += in_window / span
@@ -382,6 +398,7 @@ class MediaBench:
             cpu_percent_per_100_streams=(round(cpu_percent * 100 / through, 2)
                                          if through else None),
             router_rss_mib=rss, seq_gaps=seq_gaps, late_packets=late,
+            late_events=max((s.get("late_events", 0) for s in sides.values()), default=0),
             max_gap_ms=max((s.get("max_gap_ms", 0.0) for s in sides.values()), default=0.0),
             switch_gap_max_ms=max((s.get("switch_gap_max_ms", 0.0) for s in sides.values()),
                                   default=0.0),
@@ -397,7 +414,8 @@ class MediaBench:
         if seq_gaps:
             result.problems.append(f"{seq_gaps} packets missing (sequence gaps)")
         if late:
-            result.problems.append(f"{late} late packets (> 60 ms)")
+            result.problems.append(f"{late} late packets (> 60 ms) in {result.late_events} "
+                                   "stall(s)")
         return result
 
 
@@ -444,14 +462,14 @@ def run_media_section(
     centre_id: str, centre_port: int, ivr_calls_file: Path, bridged_calls_file: Path,
     router_env: dict[str, str], ivr_steps: Sequence[int], bridged_steps: Sequence[int],
     rate: float, settle_s: float, window_s: float, baseline_s: float,
-    log: Callable[[str], None],
+    log: Callable[[str], None], keep_going: bool = False,
 ) -> dict[str, Any]:
     """Baseline, then the IVR ramp and the bridged ramp on one media router; the JSON section."""
     section: dict[str, Any] = {
         "parameters": {
             "ivr_steps": list(ivr_steps), "bridged_steps": list(bridged_steps),
             "rate": rate, "settle_s": settle_s, "window_s": window_s,
-            "late_threshold_ms": 60, "baseline_s": baseline_s,
+            "late_threshold_ms": 60, "baseline_s": baseline_s, "keep_going": keep_going,
         },
         "engine_baseline": {}, "ivr": [], "bridged": [],
     }  # fmt: skip
@@ -492,7 +510,7 @@ def run_media_section(
                     + (f" -- {'; '.join(result.problems)}" if result.problems else "")
                 )
                 time.sleep(1.0)
-                if not result.passed:
+                if not result.passed and not keep_going:
                     break
         section["router_log_tail"] = router.log_text()[-2000:]
     section["max_ivr_sessions"] = highest_passing(section["ivr"])
@@ -525,7 +543,7 @@ def markdown_media(section: dict[str, Any]) -> list[str]:
         f"over {params['late_threshold_ms']} ms after the previous packet of its stream "
         "(kernel receive time); switch = silence before a talkspurt start (prompt→centre).",
         "",
-        "| kind | calls | ok | streams (window) | gaps | late | max gap ms | switch ms | "
+        "| kind | calls | ok | streams (window) | gaps | late (stalls) | max gap ms | switch ms | "
         "pkts/stream/s | router CPU % | CPU % per 100 streams | router RSS MiB | "
         "busy cores (others) | receivers CPU % | SIPp CPU % | UDP drops | result |",
         "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|",
@@ -535,7 +553,8 @@ def markdown_media(section: dict[str, Any]) -> list[str]:
             lines.append(
                 f"| {kind} | {step['calls']} | {step['successful_calls']} | "
                 f"{step['streams_through_window']}/{step['streams_expected']} | "
-                f"{step['seq_gaps']} | {step['late_packets']} | {_fmt(step['max_gap_ms'], 1)} | "
+                f"{step['seq_gaps']} | {step['late_packets']} ({step['late_events']}) | "
+                f"{_fmt(step['max_gap_ms'], 1)} | "
                 f"{_fmt(step['switch_gap_max_ms'], 1)} | "
                 f"{_fmt(step['packets_per_stream_per_s'], 1)} | "
                 f"{_fmt(step['router_cpu_percent'], 1)} | "

@@ -74,6 +74,8 @@ class RtpMeter:
     streams: dict[tuple[int, str, int, int], StreamStats] = field(default_factory=dict)
     buckets: dict[tuple[int, int], int] = field(default_factory=dict)
     """(local port, arrival // BUCKET_S) -> packets, to count packets inside a window."""
+    late_buckets: dict[tuple[int, int], int] = field(default_factory=dict)
+    """The same for late packets: when in a run they came (set-up, steady, tear-down)."""
     not_rtp: int = 0
 
     def packet(self, local_port: int, source: tuple[str, int], data: bytes, at: float) -> None:
@@ -109,6 +111,7 @@ class RtpMeter:
             stream.max_gap_s = gap
         if gap > self.late_after_s:
             stream.late += 1
+            self.late_buckets[bucket] = self.late_buckets.get(bucket, 0) + 1
 
     def packets_between(self, port: int, start: float, end: float) -> int:
         first, last = int(start / BUCKET_S), int(end / BUCKET_S)
@@ -194,6 +197,8 @@ def serve(listen: Sequence[int], echo: Sequence[int], meter: RtpMeter) -> dict[s
         "echo_errors": echo_errors,
         "not_rtp": meter.not_rtp,
         "buckets": [[port, bucket, n] for (port, bucket), n in sorted(meter.buckets.items())],
+        "late_buckets": [[port, bucket, n]
+                         for (port, bucket), n in sorted(meter.late_buckets.items())],
         "bucket_s": BUCKET_S,
     }
 

@@ -43,6 +43,7 @@ def test_missing_packets_are_gaps_and_a_long_silence_is_late() -> None:
     assert summary["seq_gaps"] == 3
     assert summary["late"] == 1 and summary["streams_with_late"] == 1
     assert summary["max_gap_ms"] == 80.0
+    assert meter.late_buckets == {(PORT, 1): 1}  # when it came: the 100-200 ms bucket
 
 
 def test_a_talkspurt_start_after_silence_is_a_switch_not_a_late_packet() -> None:
