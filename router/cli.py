@@ -13,6 +13,7 @@ from municipality_map import TableError
 
 from .cli_centre import centre_app
 from .cli_prompts import prompts_app
+from .cli_stats import stats
 from .cli_table import table_app
 from .config import DEFAULT_CONFIG_PATH, load_settings
 
@@ -21,6 +22,7 @@ app = typer.Typer(help="nodrute: call router for the emergency numbers 113 and 1
 app.add_typer(table_app, name="table")
 app.add_typer(prompts_app, name="prompts")
 app.add_typer(centre_app, name="centre")
+app.command()(stats)
 
 
 @app.callback()
