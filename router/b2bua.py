@@ -55,6 +55,12 @@ Network = ipaddress.IPv4Network | ipaddress.IPv6Network
 
 _TRUNK_CACHE_MAX = 1024
 
+_KNOWN_METHODS = frozenset({
+    "REGISTER", "PRACK", "SUBSCRIBE", "NOTIFY", "PUBLISH", "INFO", "REFER", "MESSAGE", "UPDATE",
+})
+"""Methods of RFC 3261 and its extensions (RFC 3262, 6665, 3903, 6086, 3515, 3428, 3311) that
+reach the last branch of the dispatcher: 405 rather than 501 Not Implemented."""
+
 SUPPORTED_EXTENSIONS: frozenset[str] = frozenset()
 """Option tags we accept in Require (RFC 3261 §8.2.2.3); none yet, so 100rel etc. get 420."""
 
@@ -281,6 +287,8 @@ class B2bua:
                 bound[0].on_request(bound[1], request, event.tx, now)
             return
         method = request.method
+        if method != "INVITE" and self._refuse_malformed(event, now):
+            return
         if self.drain is not None and method in ("INVITE", "OPTIONS"):
             self._refuse_while_draining(event, now)
         elif self._trunk_busy(event, now):
@@ -295,7 +303,23 @@ class B2bua:
         elif method == "BYE":
             self._respond(event.tx, request, 481, now)
         else:
-            self._respond(event.tx, request, 405, now, extra=[("Allow", legs.ALLOW)])
+            # §8.2.1: 405 for a method we know but do not take here; 501 for one we do not know
+            status = 405 if method in _KNOWN_METHODS else 501
+            self._respond(event.tx, request, status, now, extra=[("Allow", legs.ALLOW)])
+
+    def _refuse_malformed(self, event: RequestReceived, now: float) -> bool:
+        """The UAS checks of §8.2 for a request outside any dialog (the INVITE makes them in
+        :meth:`_on_invite`): 400 for a malformed header the parser leaves as text (RFC 4475
+        §3.1.2.13 to §3.1.2.15), 420 for an unsupported Require (§8.2.2.3, RFC 4475 §3.3.5)."""
+        assert event.tx is not None
+        try:
+            validate_request(event.request)
+            check_require(event.request, SUPPORTED_EXTENSIONS)
+        except SipParseError as err:
+            self._respond(event.tx, event.request, err.status, now, reason=err.reason,
+                          extra=err.extra_headers)
+            return True
+        return False
 
     def _on_invite(self, event: RequestReceived, now: float) -> None:
         # A real clock: ``now`` is read once per datagram, so it cannot time the routing step.
