@@ -36,7 +36,7 @@ from sip.message import Request, make_response
 from sip.parser import check_max_forwards, check_require, validate_request
 from sip.transaction import TransactionLayer
 
-from . import legs
+from . import legs, logs
 from .admission import TrunkLoad
 from .call import Call, CallState, Leg
 from .call_record import CallRecord
@@ -223,13 +223,13 @@ class B2bua:
         self._trunk_load(call.trunk).calls -= 1
         record = call.record
         self.counters[f"calls:{record.service}:{record.outcome.value}"] += 1
-        log.info(
-            "call ended call_id=%s service=%s centre=%s kommune=%s source=%s reason=%s status=%s "
-            "attempts=%d location=[%s]",
-            record.call_id, record.service, record.centre_id, record.municipality,
-            record.location_source, record.end_reason, record.final_status,
-            len(record.attempts), "; ".join(record.location_evidence),
-        )
+        logs.call_summary(
+            record, "call ended", state="ended", reason=record.end_reason,
+            status=record.final_status, outcome=record.outcome.value,
+            source=record.location_source, caller=logs.caller_for_log(call.invite, record.caller),
+            attempts=[attempt.summary() for attempt in record.attempts],
+            location=list(record.location_evidence),
+        )  # fmt: skip
         if self._on_call_ended is not None:
             self._on_call_ended(record)
 

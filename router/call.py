@@ -33,7 +33,7 @@ from sip.ids import new_branch, new_call_id, new_tag
 from sip.message import Request, Response, make_response
 from sip.multipart import replace_sdp, sdp_of
 
-from . import call_ivr, in_dialog, legs
+from . import call_ivr, in_dialog, legs, logs
 from .call_record import CallRecord, TerminatedReason
 from .call_state import CallState, Leg
 from .caller_location import CallerLocation, disagreement, gather_location
@@ -129,6 +129,7 @@ class Call:
 
     # ----------------------------------------------------------------- start: route
 
+    @logs.in_call_context
     def start(self, now: float) -> None:
         """Answer 100 Trying, pick the centre, then the IVR or the first attempt."""
         self.host.layer.send_response(self.in_tx, make_response(self.invite, 100), now)
@@ -173,6 +174,9 @@ class Call:
                 f"old code {choice.requested} -> {choice.lookup.kommunenummer}")
         if choice.source is LocationSource.DEFAULT:
             self.host.note_default_route(service, choice.requested is not None)
+        if logs.call_events_enabled():
+            self.log_state(CallState.ROUTING, source=choice.source.value, trunk=self.trunk.name,
+                           caller=logs.caller_for_log(self.invite, self.record.caller))
         return centre
 
     def _centre_for(self, lookup: RouteLookup | None, service: Service) -> Centre | None:
@@ -183,6 +187,7 @@ class Call:
     def transfer(self, service: Service, now: float) -> Centre | None:
         """The IVR moved the call to ``service`` (same municipality): its centre, or None."""
         self.record.notes.append(f"ivr transfer {self.service.value} -> {service.value}")
+        logs.call_event("call.transfer", from_service=self.service.value, to_service=service.value)
         self.service = service
         self.record.service = service.value
         centre = self._route(service, now)
@@ -277,7 +282,10 @@ class Call:
         host.bind_client_tx(self.centre_tx, self)
         host.bind_dialog(self.centre_call_id, self.centre_tag, self, Leg.CENTRE)
         if self.state is CallState.ROUTING:
-            self.state = CallState.CALLING
+            self.log_state(CallState.CALLING, uri=uri, role=attempt.role)
+        else:
+            logs.call_event("call.attempt", attempt=self.attempts_dialled, uri=uri,
+                            role=attempt.role)
         self.arm(now)
 
     def _abandon(self, end: AttemptEnd, now: float, *, status: int | None = None,
@@ -347,6 +355,7 @@ class Call:
         self.deadline = min(deadlines) if deadlines else None
         self.host.schedule(self)
 
+    @logs.in_call_context
     def on_deadline(self, now: float) -> None:
         """A timer of this call is due: the IVR's, or the attempt's/hunt's."""
         if self.deadline is None or now < self.deadline:
@@ -364,6 +373,7 @@ class Call:
 
     # ----------------------------------------------------------------- centre leg responses
 
+    @logs.in_call_context
     def on_response(self, tx: str, response: Response, retransmission: bool, now: float) -> None:
         """A response on one of our client transactions."""
         if self.release is not None and self.release.owns(tx):
@@ -400,7 +410,8 @@ class Call:
             self.record.first_provisional_at = now
         if response.status == 180 and self.record.ringing_at is None:
             self.record.ringing_at = now
-        self.state = CallState.EARLY
+        if self.state is not CallState.EARLY:
+            self.log_state(CallState.EARLY, status=response.status)
         out = legs.relay_response(
             self.invite, response, status=response.status, to_tag=self.caller_tag,
             contact=self.host.contact(self.caller_transport),
@@ -433,7 +444,7 @@ class Call:
         if self.hunt is not None:
             self.hunt.end(AttemptEnd.ANSWERED, now, response.status)
             self.record.attempts = list(self.hunt.attempts)
-        self.state = CallState.ANSWERED
+        self.log_state(CallState.ANSWERED, status=response.status)
         self.deadline = None
         self.record.answered_at = now
         self.record.centre_status = response.status
@@ -515,10 +526,12 @@ class Call:
 
     # ----------------------------------------------------------------- failures on the centre leg
 
+    @logs.in_call_context
     def on_timeout(self, tx: str, now: float) -> None:
         """Timer B/F fired on one of our client transactions."""
         self._on_client_failure(tx, 408, AttemptEnd.TIMEOUT, now)
 
+    @logs.in_call_context
     def on_transport_failed(self, tx: str, now: float) -> None:
         self._on_client_failure(tx, 503, AttemptEnd.TRANSPORT_ERROR, now)
 
@@ -547,6 +560,7 @@ class Call:
 
     # ----------------------------------------------------------------- caller leg
 
+    @logs.in_call_context
     def on_cancel(self, cancel: Request, now: float) -> None:
         """The caller CANCELled its INVITE (RFC 3261 §9.2); the dispatcher answered the CANCEL.
 
@@ -569,15 +583,17 @@ class Call:
             self.hunt.end(AttemptEnd.CALLER_GONE, now)
         self.end(TerminatedReason.CALLER_CANCEL, now)
 
+    @logs.in_call_context
     def on_ack(self, leg: Leg, ack: Request, now: float) -> None:
         """An ACK for a 2xx on one of our dialogs."""
         if leg is Leg.CALLER and self.state is CallState.ANSWERED:
-            self.state = CallState.CONFIRMED
+            self.log_state(CallState.CONFIRMED)
             if self.centre_ack_pending:
                 self.send_centre_ack(ack, now)
             if self.release is not None:
                 self.release.start(self, now)
 
+    @logs.in_call_context
     def on_ack_timeout(self, now: float) -> None:
         """The caller never ACKed our 2xx (§13.3.1.4): release both legs."""
         if self.state is CallState.ANSWERED:
@@ -588,10 +604,12 @@ class Call:
             in_dialog.send_bye(self, Leg.CALLER, reason, now)
             self.end(TerminatedReason.NO_ACK, now)
 
+    @logs.in_call_context
     def on_request(self, leg: Leg, request: Request, tx: str, now: float) -> None:
         """An in-dialog request (BYE, re-INVITE, UPDATE, INFO, OPTIONS…) on one of our legs."""
         in_dialog.on_request(self, leg, request, tx, now)
 
+    @logs.in_call_context
     def on_media_event(self, event: MediaEvent, now: float) -> None:
         """An engine event for one of this call's legs (prompt finished, DTMF, latched)."""
         call_ivr.on_media_event(self, event, now)
@@ -614,6 +632,11 @@ class Call:
 
     def transport(self, leg: Leg) -> str:
         return self.caller_transport if leg is Leg.CALLER else self.centre_transport
+
+    def log_state(self, state: CallState, **fields: object) -> None:
+        """Enter ``state`` and log it (``call.state``, at ``[log] call_events``: router/logs.py)."""
+        self.state = state
+        logs.call_event("call.state", state=state.value, **fields)
 
     def end(self, reason: TerminatedReason, now: float) -> None:
         """The call is over: record why, free its media, retire it (idempotent)."""

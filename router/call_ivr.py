@@ -16,6 +16,7 @@ from ivr.flow import RouteCall
 from municipality_map import Centre, Service
 from sip.message import make_response
 
+from . import logs
 from .call_record import TerminatedReason
 from .call_state import CallState
 from .media import SDP, CallMedia, MediaRefused
@@ -46,6 +47,7 @@ def start_media(call: Call, centre: Centre, now: float) -> None:
         call.begin_hunt(centre, now)
         return
     language = context.ivr.language_for(centre.centre_id)
+    logs.call_event("call.ivr", early_media=flow.early_media, language=language)
     if flow.early_media:
         # The centre leg first: an announcement never delays the INVITE to the centre.
         call.begin_hunt(centre, now)
@@ -115,7 +117,7 @@ def play_last_resort(call: Call, now: float) -> bool:
     media.stop_ivr()
     send_early_media(call, now)
     flow = IvrFlow(max_total_s=30.0, steps=(PlayStep(prompt=LAST_RESORT_PROMPT), RouteStep()))
-    call.state = CallState.FAILING
+    call.log_state(CallState.FAILING, prompt=LAST_RESORT_PROMPT)
     after_ivr(call, media.start_ivr(flow, language, now), now)
     return True
 

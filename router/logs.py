@@ -126,9 +126,10 @@ def call_event(event: str, **fields: Any) -> None:
     _CALL_EVENTS.emit(event, fields)
 
 
-def call_summary(event: str, **fields: Any) -> None:
-    """The one line per call at INFO (``call ended``)."""
-    _CALL_EVENTS.emit(event, fields, logging.INFO)
+def call_summary(record: CallRecord, event: str, **fields: Any) -> None:
+    """The one line per call at INFO (``call ended``), with the call's fields from ``record``
+    even where no call context is bound (a release by the node, a fault path)."""
+    _CALL_EVENTS.emit(event, {_CALL_KEY: record, **fields}, logging.INFO)
 
 
 def call_events_enabled() -> bool:

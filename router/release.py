@@ -27,7 +27,7 @@ from sip.ids import new_branch
 from sip.message import Response
 from sip.sdp import SdpError, SessionDescription
 
-from . import in_dialog, legs
+from . import in_dialog, legs, logs
 from .call_state import Leg
 from .media import SDP
 
@@ -96,6 +96,7 @@ class MediaRelease:
         media.release()  # RTP flows caller <-> centre directly now
         call.host.unbind_media(media.leg_ids)
         call.record.notes.append("media released")
+        logs.call_event("call.media_released")
 
     def on_failure(self, call: Call, what: str) -> None:
         """Our re-INVITE timed out or could not be sent."""
