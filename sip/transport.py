@@ -18,7 +18,7 @@ import enum
 import logging
 import socket
 import ssl
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from typing import Protocol, cast
 
 from .errors import SipParseError
@@ -74,6 +74,11 @@ class AdmissionCheck(Protocol):
     def admit(self, data: bytes, source: Address, transport: str, now: float) -> Admission: ...
 
 
+MessageTap = Callable[[bytes, Address, Address, str], None]
+"""Told of every SIP message on the wire: (data, source, destination, transport); must not block
+(SIP tracing: router/hep.py queues a copy and sends it later)."""
+
+
 class _NullUser:
     def handle_event(self, event: object, now: float) -> None:
         pass
@@ -123,6 +128,8 @@ class SipEndpoint:
         """Counts what is received and sent, retransmissions included; None: not counted."""
         self.admission: AdmissionCheck | None = None
         """Asked about every message before parsing (flood and stranger control); None: all."""
+        self.tap: MessageTap | None = None
+        """Given every admitted message received and every message sent; None: no tracing."""
 
     # ----------------------------------------------------------------- lifecycle
 
@@ -194,6 +201,8 @@ class SipEndpoint:
                 if verdict is Admission.REJECT:
                     self._refuse(data, source, transport)
                 return
+        if self.tap is not None:
+            self.tap(data, source, self._local(transport), transport)
         try:
             message = parse_message(data, stream=transport != "UDP", limits=self.limits)
         except SipParseError as err:
@@ -285,7 +294,14 @@ class SipEndpoint:
 
     # ----------------------------------------------------------------- send path
 
+    def _local(self, transport: str) -> Address:
+        """Our address on ``transport`` (the listener's; what a trace shows as our side)."""
+        local = self.tls_address if transport == "TLS" else self.local_address
+        return local or ("0.0.0.0", 0)
+
     def send(self, out: Outgoing) -> None:
+        if self.tap is not None:
+            self.tap(out.data, self._local(out.transport), out.dest, out.transport)
         if self.traffic is not None:
             self.traffic.sent(out.data)
         if out.transport == "UDP":
