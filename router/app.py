@@ -33,6 +33,7 @@ from .b2bua import B2bua
 from .caller_location import Locators
 from .config import NodruteSettings
 from .health_overrides import OverridePoller
+from .hep import HepSender
 from .location import LocationLimits
 from .media import MediaContext
 from .metrics import NodeMetrics
@@ -58,6 +59,8 @@ class RunningRouter:
     """The RTP engine when ``[media] enabled``."""
     records: CallRecordWriter | None = None
     """Call records to the database (``[records] enabled``); flushed at close."""
+    hep: HepSender | None = None
+    """Copies of the SIP messages to a HEPv3 collector (``[hep] enabled``)."""
 
     @property
     def snapshot(self) -> RoutingSnapshot:
@@ -74,6 +77,8 @@ class RunningRouter:
             task.cancel()
         await asyncio.gather(*self.tasks, return_exceptions=True)
         await self.endpoint.close()
+        if self.hep is not None:
+            self.hep.close()
         if self.media_engine is not None:
             self.media_engine.close()
         if self.records is not None:
@@ -293,12 +298,14 @@ async def start_router(settings: NodruteSettings) -> RunningRouter:
     try:
         locators = await load_locators(settings)
         tls = node_tls_contexts(settings)
+        hep = HepSender.open(settings.hep) if settings.hep.enabled else None
     except BaseException:
         await tables.close()
         raise
     sip = settings.sip
     layer = TransactionLayer(TimerConfig(t1=sip.t1_s, t2=sip.t2_s, t4=sip.t4_s))
     endpoint = SipEndpoint(layer, tls=tls)
+    endpoint.tap = hep.capture if hep is not None else None  # SIP tracing (router/hep.py)
     await endpoint.start(sip.host, sip.port, sip.transports)
     assert endpoint.local_address is not None
     records = writer_from_settings(settings, metrics)
@@ -349,7 +356,7 @@ async def start_router(settings: NodruteSettings) -> RunningRouter:
     tasks.append(asyncio.create_task(overrides.run(), name="centre-overrides"))
     if records is not None:
         records.start()
-    return RunningRouter(endpoint, b2bua, tables, metrics, tasks, media_engine, records)
+    return RunningRouter(endpoint, b2bua, tables, metrics, tasks, media_engine, records, hep)
 
 
 async def serve(settings: NodruteSettings, config_path: Path | None = None) -> None:
