@@ -306,7 +306,7 @@ class TrunkLoad:
     a few keys at the front and keeps (rotates) those still alive, so the count is an upper
     bound that converges on the live number at a bounded cost per request (no timer)."""
 
-    __slots__ = ("calls", "_txs")
+    __slots__ = ("_txs", "calls")
 
     SWEEP = 4
     """Keys checked per request."""
