@@ -103,7 +103,8 @@ class SipEndpoint:
         """Where the TLS listener is bound (``start`` with ``TLS`` among the transports)."""
         self.tls_handshake_failures = 0
         """TLS handshakes that failed, ours and our peers' (logged, never raised)."""
-        self._tls_servers: list[asyncio.Server] = []
+        self._tls_listener: socket.socket | None = None
+        self._tls_accepting: asyncio.Task[None] | None = None
         self._tls_connections: dict[Address, _TcpConnection] = {}
         self._tls_connecting: dict[Address, list[bytes]] = {}
         self._tls_handshakes: set[asyncio.Task[None]] = set()
@@ -348,50 +349,65 @@ class SipEndpoint:
     # ----------------------------------------------------------------- TLS (RFC 3261 §26)
 
     async def _start_tls_listener(self, host: str) -> None:
-        # The handshake is driven here (start_tls on an accepted TCP connection), not by
-        # create_server(ssl=...), so that a failed one is ours to log and count.
+        # Accepted sockets are handed to connect_accepted_socket(ssl=...) one by one rather than
+        # served by create_server(ssl=...): that await raises when the handshake fails, so a
+        # failure is ours to log and count, with the peer's address.
         if self.tls is None or self.tls.server is None:
             raise ValueError("TLS transport asked for without a server certificate")
         assert self._loop is not None
-        server = await self._loop.create_server(
-            lambda: _TlsAccept(self), host=host, port=self.tls.port, reuse_address=True,
-        )
-        self._tls_servers.append(server)
-        self.tls_address = (host, int(server.sockets[0].getsockname()[1]))
+        family = socket.AF_INET6 if ":" in host else socket.AF_INET
+        listener = socket.socket(family, socket.SOCK_STREAM)
+        try:
+            listener.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            listener.bind((host, self.tls.port))
+            listener.listen(128)
+            listener.setblocking(False)
+        except OSError:
+            listener.close()
+            raise
+        self._tls_listener = listener
+        self.tls_address = (host, int(listener.getsockname()[1]))
+        self._tls_accepting = self._loop.create_task(self._accept_tls(listener))
 
     async def _close_tls(self) -> None:
-        for server in self._tls_servers:
-            server.close()
+        if self._tls_accepting is not None:
+            self._tls_accepting.cancel()
+            await asyncio.gather(self._tls_accepting, return_exceptions=True)
         for task in list(self._tls_handshakes):
             task.cancel()
+        await asyncio.gather(*self._tls_handshakes, return_exceptions=True)
+        if self._tls_listener is not None:
+            self._tls_listener.close()
+            self._tls_listener = None
         for conn in list(self._tls_connections.values()):
             conn.close()
-        for server in self._tls_servers:
-            await server.wait_closed()
 
-    def _accept_tls(self, raw: asyncio.Transport, peer: Address) -> None:
+    async def _accept_tls(self, listener: socket.socket) -> None:
         assert self._loop is not None
-        task = self._loop.create_task(self._server_handshake(raw, peer))
-        self._tls_handshakes.add(task)
-        task.add_done_callback(self._tls_handshakes.discard)
+        while True:
+            try:
+                sock, address = await self._loop.sock_accept(listener)
+            except OSError as err:  # EMFILE and the like: wait, do not spin
+                log.warning("TLS accept failed: %s", err)
+                await asyncio.sleep(0.1)
+                continue
+            task = self._loop.create_task(
+                self._server_handshake(sock, (str(address[0]), int(address[1]))))
+            self._tls_handshakes.add(task)
+            task.add_done_callback(self._tls_handshakes.discard)
 
-    async def _server_handshake(self, raw: asyncio.Transport, peer: Address) -> None:
+    async def _server_handshake(self, sock: socket.socket, peer: Address) -> None:
         assert self._loop is not None and self.tls is not None and self.tls.server is not None
-        conn = _TlsConnection(self, peer)
         try:
-            secure = await self._loop.start_tls(
-                raw, conn, self.tls.server, server_side=True,
+            await self._loop.connect_accepted_socket(
+                lambda: _TlsConnection(self, peer), sock, ssl=self.tls.server,
                 ssl_handshake_timeout=self.tls.handshake_timeout_s,
             )
         except (TimeoutError, OSError, ssl.SSLError) as err:
             self.tls_handshake_failures += 1
+            # The socket is the transport's now: it closes it (closing it here as well could
+            # close a descriptor number already given to the next connection).
             log.warning("TLS handshake from %s:%s failed: %s", peer[0], peer[1], err)
-            raw.close()
-            return
-        if secure is None:  # the peer went away mid-handshake
-            raw.close()
-            return
-        conn.connection_made(secure)
 
     def _send_tls(self, out: Outgoing) -> None:
         conn = self._tls_connections.get(out.dest)
@@ -511,37 +527,7 @@ class _TlsConnection(_TcpConnection):
 
     transport_name = "TLS"
 
-    def __init__(self, endpoint: SipEndpoint, dest: Address | None) -> None:
-        super().__init__(endpoint, dest)
-        self._early: list[bytes] = []
-
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        # Called once the handshake is done: the certificate is known before the first byte.
         self.peer_identity = peer_identity(transport.get_extra_info("peercert"))
         super().connection_made(transport)
-        early, self._early = self._early, []
-        for data in early:
-            super().data_received(data)
-
-    def data_received(self, data: bytes) -> None:
-        # On an accepted connection the TLS layer may deliver the first bytes before start_tls
-        # has returned its transport: keep them until the connection is in the table.
-        if self.transport is None:
-            self._early.append(data)
-            return
-        super().data_received(data)
-
-
-class _TlsAccept(asyncio.Protocol):
-    """An accepted TCP connection of the TLS listener until the endpoint starts TLS on it."""
-
-    def __init__(self, endpoint: SipEndpoint) -> None:
-        self.endpoint = endpoint
-
-    def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        raw = cast(asyncio.Transport, transport)
-        raw.pause_reading()  # the ClientHello is for the TLS layer, read once it is in place
-        peername = raw.get_extra_info("peername")
-        self.endpoint._accept_tls(raw, (str(peername[0]), int(peername[1])))
-
-    def data_received(self, data: bytes) -> None:  # pragma: no cover - reading is paused
-        pass
