@@ -307,21 +307,6 @@ class RecordsSettings(_Section):
     """How often a down database is tried again (and the spill file replayed)."""
 
 
-class RecordsSettings(_Section):
-    """Call records (router/records.py): a bounded queue to the ``[database]``, a local
-    append-only spill file while the database is down."""
-
-    enabled: bool = True
-    queue_size: int = Field(10_000, ge=1)
-    """Records waiting in memory for the database; beyond it they go to the spill file."""
-    batch_size: int = Field(200, ge=1)
-    """Records per database transaction."""
-    spill_path: Path = REPO_ROOT / "var" / "records-spill.jsonl"
-    """One JSON line per record the database did not take; replayed when it is back."""
-    replay_interval_s: float = Field(5.0, gt=0)
-    """How often a down database is tried again (and the spill file replayed)."""
-
-
 class NodruteSettings(BaseSettings):
     """The whole configuration (``configs/nodrute.toml`` documents every field)."""
 
@@ -339,7 +324,6 @@ class NodruteSettings(BaseSettings):
     tables: TablesSettings = TablesSettings()
     mqtt: MqttSettings = MqttSettings()
     metrics: MetricsSettings = MetricsSettings()
-    records: RecordsSettings = RecordsSettings()
     hep: HepSettings = HepSettings()
     """``[hep]``: SIP tracing to a HEPv3 collector (router/hep.py)."""
     records: RecordsSettings = RecordsSettings()
@@ -392,10 +376,6 @@ def _resolve_paths(data: dict[str, Any], base: Path) -> None:
     if isinstance(tables, dict) and tables.get("drop_dir"):
         drop_dir = Path(str(tables["drop_dir"]))
         tables["drop_dir"] = drop_dir if drop_dir.is_absolute() else base / drop_dir
-    records = data.get("records")
-    if isinstance(records, dict) and records.get("spill_path"):
-        spill = Path(str(records["spill_path"]))
-        records["spill_path"] = spill if spill.is_absolute() else base / spill
     records = data.get("records")
     if isinstance(records, dict) and records.get("spill_path"):
         spill = Path(str(records["spill_path"]))
