@@ -319,6 +319,7 @@ async def start_router(settings: NodruteSettings) -> RunningRouter:
     if endpoint.tls_address is not None:
         b2bua.tls_port = endpoint.tls_address[1]
         log.info("SIP over TLS on %s:%d", *endpoint.tls_address)
+        endpoint.on_tls_handshake_failed = metrics.note_rejected if metrics else None
     endpoint.user = b2bua
     admission = AdmissionPolicy(lambda: b2bua.settings, lambda: b2bua.snapshot,
                                 on_reject=metrics.note_rejected if metrics else None)

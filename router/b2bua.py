@@ -347,6 +347,8 @@ class B2bua:
         refusal = trunk_identity_refusal(trunk, event.transport, event.peer)
         if refusal is not None:  # mutual TLS (router/trunk_tls.py); a TLS peer is not spoofed
             self.counters["rejected:tls_identity"] += 1
+            if self.on_rejected is not None:
+                self.on_rejected("tls_identity")
             log.warning("INVITE from %s:%s refused: %s", *event.source, refusal)
             self._respond(event.tx, request, 403, now)
             return

@@ -148,7 +148,9 @@ class NodeMetrics:
             "nodrute_rejected",
             "Messages given no service, by reason: unknown_source, rate_limited, blocked "
             "(non-trunk sources, dropped or 403 unparsed), trunk_calls, trunk_transactions "
-            "(a trunk over its bounds, 503 + Retry-After).", ["reason"], registry=r,
+            "(a trunk over its bounds, 503 + Retry-After), tls_identity (a mutual-TLS trunk's "
+            "request without its certificate, 403), tls_handshake (a failed TLS handshake).",
+            ["reason"], registry=r,
         )  # fmt: skip
         self._rejected_by: dict[str, Counter] = {}
         self.blocked_sources = Gauge(

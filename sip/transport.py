@@ -103,6 +103,8 @@ class SipEndpoint:
         """Where the TLS listener is bound (``start`` with ``TLS`` among the transports)."""
         self.tls_handshake_failures = 0
         """TLS handshakes that failed, ours and our peers' (logged, never raised)."""
+        self.on_tls_handshake_failed: Callable[[str], None] | None = None
+        """Told ``"tls_handshake"`` when a peer's handshake with our listener fails (metric)."""
         self._tls_listener: socket.socket | None = None
         self._tls_accepting: asyncio.Task[None] | None = None
         self._tls_connections: dict[Address, _TcpConnection] = {}
@@ -405,6 +407,8 @@ class SipEndpoint:
             )
         except (TimeoutError, OSError, ssl.SSLError) as err:
             self.tls_handshake_failures += 1
+            if self.on_tls_handshake_failed is not None:
+                self.on_tls_handshake_failed("tls_handshake")
             # The socket is the transport's now: it closes it (closing it here as well could
             # close a descriptor number already given to the next connection).
             log.warning("TLS handshake from %s:%s failed: %s", peer[0], peer[1], err)

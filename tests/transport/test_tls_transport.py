@@ -288,6 +288,8 @@ async def test_failed_handshakes_are_counted_and_the_listener_keeps_serving(
         make_router: RouterFactory, pki: Pki) -> None:
     router = await make_router()
     port = tls_port(router)
+    reported: list[str] = []  # what the metric is told (nodrute_rejected_total{reason})
+    router.endpoint.on_tls_handshake_failed = reported.append
     # Plain SIP at the TLS port: no handshake, the connection is dropped.
     reader, writer = await asyncio.open_connection(HOST, port)
     writer.write(request_bytes("OPTIONS", port, "plain", via_port=9, transport="TCP"))
@@ -302,6 +304,7 @@ async def test_failed_handshakes_are_counted_and_the_listener_keeps_serving(
         finally:
             await stranger.close()
     assert router.endpoint.tls_handshake_failures == 2
+    assert reported == ["tls_handshake", "tls_handshake"]
     good = await SipStream.open(port, client_context(pki, pki.trunk))
     try:
         await good.send(request_bytes("OPTIONS", port, "after", via_port=good.local_port()))
@@ -350,6 +353,8 @@ async def test_mutual_tls_trunk_refuses_a_peer_without_its_certificate(
     router = await make_router(oslo_uris=f"sips:amk-oslo@{HOST}:{centre.port}",
                                tls_subjects=[f"CN={TRUNK_CN}"])
     port = tls_port(router)
+    reported: list[str] = []
+    router.b2bua.on_rejected = reported.append
     if who == "over udp":
         loop = asyncio.get_running_loop()
         replies: asyncio.Queue[bytes] = asyncio.Queue()
@@ -379,6 +384,7 @@ async def test_mutual_tls_trunk_refuses_a_peer_without_its_certificate(
             await caller.close()
     assert reply.status == 403
     assert router.b2bua.counters["rejected:tls_identity"] == 1
+    assert reported == ["tls_identity"]
     assert centre.requests == []  # no service: the centre never hears of it
 
 
