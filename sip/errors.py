@@ -19,7 +19,8 @@ class SipParseError(Exception):
 
     ``status``/``reason`` are the response a UAS sends for a malformed *request*
     (400 Bad Request by default; 505 for a bad version, 416 for an unsupported URI scheme,
-    420 for a bad extension, 483 for Max-Forwards exhausted, 413 for an oversize message).
+    420 for a bad extension, 483 for Max-Forwards exhausted, 513 for an oversize message,
+    413 for an oversize body).
     A malformed *response* is silently dropped (RFC 3261 §18.1.2, §18.2.1), never answered.
     """
 

@@ -3,7 +3,7 @@
 :func:`parse_message` takes one UDP datagram or one message framed off a stream by
 :class:`StreamFramer`, and either returns the message or raises
 :class:`~sip.errors.SipParseError` carrying the response to send (400 with a reason naming the
-problem, 505, 416, 413). It never raises anything else, whatever the bytes.
+problem, 505, 416, 513, 413). It never raises anything else, whatever the bytes.
 
 The parser validates only what every layer relies on: framing, the start line, header-name
 syntax, the mandatory headers and their uniqueness, CSeq, Content-Length and the Request-URI.
@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Iterable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 from .errors import SipParseError, SipUsageError
 from .headers import Via, is_token, parse_cseq, parse_max_forwards, parse_name_addr_shared
@@ -28,14 +28,24 @@ from .uri import SipUri, parse_uri_shared
 
 @dataclass(frozen=True, slots=True)
 class ParserLimits:
-    """Size limits applied before any work is spent on a message (hardening hooks)."""
+    """Size limits applied before any work is spent on a message (hardening hooks).
+
+    The status says which: 513 Message Too Large when the message as a whole is beyond what we
+    process (RFC 3261 §21.5.14: its length, or a Via stack no real path builds), 413 Request
+    Entity Too Large when only the body is (§21.4.11), 400 for header counts and line lengths
+    no SIP element sends.
+    """
 
     max_message_bytes: int = 65_535
-    """Whole message, start line to end of body; over it → 413."""
+    """Whole message, start line to end of body; over it → 513."""
     max_headers: int = 256
     """Header lines (after unfolding); over it → 400."""
     max_line_chars: int = 16_384
     """One header line after unfolding; over it → 400."""
+    max_via: int = 70
+    """Via values (one per hop; Max-Forwards starts at 70, §8.1.1.6); over it → 513."""
+    max_body_bytes: int = 32_768
+    """Body octets (SDP, multipart with a PIDF-LO: a few kB); over it → 413."""
 
 
 DEFAULT_LIMITS = ParserLimits()
@@ -107,7 +117,7 @@ def parse_message(data: bytes, *, stream: bool = False,
     must match the body exactly.
     """
     if len(data) > limits.max_message_bytes:
-        raise SipParseError("Request Entity Too Large", 413, detail=f"{len(data)} bytes")
+        raise SipParseError("Message Too Large", 513, detail=f"{len(data)} bytes")
     if data[:1] in (b"\r", b"\n"):
         data = data.lstrip(b"\r\n")  # CRLFs before the start line are ignored (§7.5)
     lines, body_start = _head_lines(data, stream, limits)
@@ -118,8 +128,11 @@ def parse_message(data: bytes, *, stream: bool = False,
     try:
         if duplicate is not None:  # §7.3.1; RFC 4475 §3.3.8, §3.3.9
             raise SipParseError(f"Multiple {duplicate} headers")
+        if len(items) > limits.max_via and \
+                sum(1 for key, _, _ in items if key == "via") > limits.max_via:
+            raise SipParseError("Too many Via headers", 513, detail=f"over {limits.max_via}")
         _check_headers(message, singles, items)
-        message.body = _body(data, body_start, singles.get("content-length"), stream)
+        message.body = _body(data, body_start, singles.get("content-length"), stream, limits)
     except SipParseError as exc:
         exc.partial = message
         raise
@@ -292,16 +305,20 @@ def _check_headers(message: Request | Response, singles: dict[str, str],
             raise SipParseError("Bad Request-URI", detail=exc.detail) from None
 
 
-def _body(data: bytes, start: int, length_text: str | None, stream: bool) -> bytes:
+def _body(data: bytes, start: int, length_text: str | None, stream: bool,
+          limits: ParserLimits) -> bytes:
+    available = len(data) - start
     if length_text is None:
         if stream:  # §18.3: Content-Length is mandatory on stream transports
             raise SipParseError("Missing Content-Length header")
-        return data[start:]
-    length = parse_content_length(length_text)
-    available = len(data) - start
-    if length > available or (stream and length != available):
-        raise SipParseError("Content-Length mismatch",
-                            detail=f"Content-Length {length}, {available} octets follow")
+        length = available
+    else:
+        length = parse_content_length(length_text)
+        if length > available or (stream and length != available):
+            raise SipParseError("Content-Length mismatch",
+                                detail=f"Content-Length {length}, {available} octets follow")
+    if length > limits.max_body_bytes:  # §21.4.11 (a body that is there, not one only claimed)
+        raise SipParseError("Request Entity Too Large", 413, detail=f"{length}-octet body")
     return data[start:start + length]
 
 
@@ -465,7 +482,7 @@ class StreamFramer:
     def __init__(self, limits: ParserLimits = DEFAULT_LIMITS, *,
                  max_message_bytes: int | None = None) -> None:
         if max_message_bytes is not None:
-            limits = ParserLimits(max_message_bytes, limits.max_headers, limits.max_line_chars)
+            limits = replace(limits, max_message_bytes=max_message_bytes)
         self._buf = bytearray()
         self._scan_from = 0  # > 0 while inside a message: where to resume the search
         self._total = 0  # length of the current message once its header section is complete
@@ -540,7 +557,7 @@ class StreamFramer:
         if end < 0:
             self._scan_from = max(1, len(buf))
             if len(buf) > limit:
-                raise SipParseError("Request Entity Too Large", 413,
+                raise SipParseError("Message Too Large", 513,
                                     detail="header section exceeds the message limit")
             return None
         head = bytes(buf[:end])
@@ -558,7 +575,11 @@ class StreamFramer:
             raise SipParseError("Bad Content-Length header") from None
         total = end + 4 + length
         if total > limit:
-            raise SipParseError("Request Entity Too Large", 413, detail=f"{total} octets")
+            raise SipParseError("Message Too Large", 513, detail=f"{total} octets",
+                                partial=_partial(head))
+        if length > self._limits.max_body_bytes:  # §21.4.11
+            raise SipParseError("Request Entity Too Large", 413, detail=f"{length}-octet body",
+                                partial=_partial(head))
         self._total = total
         self._scan_from = 1
         return self._cut(total)

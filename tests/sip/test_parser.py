@@ -244,7 +244,7 @@ def test_header_errors_carry_the_partial_request() -> None:
 
 def test_limits() -> None:
     small = ParserLimits(max_message_bytes=500)
-    assert _error(INVITE, limits=small).status == 413
+    assert _error(INVITE, limits=small).status == 513  # §21.5.14 Message Too Large
     assert _error(INVITE, limits=ParserLimits(max_headers=10)).reason == "Too many header fields"
     long_line = _replace(INVITE, b"Privacy: none", b"Privacy: " + b"n" * 200)
     assert _error(long_line, limits=ParserLimits(max_line_chars=150)).reason == \

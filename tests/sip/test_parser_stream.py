@@ -115,11 +115,11 @@ def test_oversize_messages() -> None:
     framer = StreamFramer(max_message_bytes=400)
     items = framer.feed(INVITE)  # declares a body past the limit
     assert len(items) == 1 and isinstance(items[0], SipParseError)
-    assert items[0].status == 413 and framer.broken
+    assert items[0].status == 513 and framer.broken  # §21.5.14 Message Too Large
     endless = StreamFramer(ParserLimits(max_message_bytes=300))
     assert endless.feed(b"INVITE sip:a@b SIP/2.0\r\n") == []
     items = endless.feed(b"X-Junk: " + b"j" * 400)  # no end of headers in sight
-    assert len(items) == 1 and isinstance(items[0], SipParseError) and items[0].status == 413
+    assert len(items) == 1 and isinstance(items[0], SipParseError) and items[0].status == 513
 
 
 def test_framed_message_with_a_header_error_keeps_the_stream() -> None:
