@@ -301,8 +301,10 @@ class RecordsSettings(_Section):
     """Records waiting in memory for the database; beyond it they go to the spill file."""
     batch_size: int = Field(200, ge=1)
     """Records per database transaction."""
-    spill_path: Path = REPO_ROOT / "var" / "records-spill.jsonl"
-    """One JSON line per record the database did not take; replayed when it is back."""
+    spill_path: Path | None = None
+    """One JSON line per record the database did not take; replayed when it is back. Default:
+    ``records-spill.jsonl`` beside an SQLite ``[database]`` file (so a spill is only ever
+    replayed into its own database), else ``var/records-spill.jsonl`` of the checkout."""
     replay_interval_s: float = Field(5.0, gt=0)
     """How often a down database is tried again (and the spill file replayed)."""
 

@@ -394,7 +394,7 @@ class CallRecordWriter:
                     return replayed
                 replayed += len(batch)
             self._count("replayed", replayed)
-            self.replaying_path.unlink()
+            self.replaying_path.unlink(missing_ok=True)
             log.info("call records: %d spilled rows replayed into the database", replayed)
         if not self.database_ok:
             log.info("call records: database reachable again; writing directly")
@@ -458,10 +458,18 @@ def writer_from_settings(settings: NodruteSettings,
         return await CallRecordStore.open(url)
 
     return CallRecordWriter(
-        open_store, config.spill_path, queue_size=config.queue_size,
+        open_store, config.spill_path or default_spill_path(url), queue_size=config.queue_size,
         batch_size=config.batch_size, replay_interval_s=config.replay_interval_s,
         offset_s=wall_offset_s(asyncio.get_running_loop().time()), observer=observer,
     )  # fmt: skip
+
+
+def default_spill_path(database_url: str) -> Path:
+    """``records-spill.jsonl`` beside an SQLite database file, else ``var/`` of the checkout."""
+    scheme, sep, path = database_url.partition(":///")
+    if sep and scheme.startswith("sqlite") and path not in ("", ":memory:"):
+        return Path(path).parent / "records-spill.jsonl"
+    return Path(__file__).resolve().parents[1] / "var" / "records-spill.jsonl"
 
 
 def chain_hooks(*hooks: Callable[[CallRecord], None] | None

@@ -105,3 +105,12 @@ def test_chained_hooks_call_each_in_order() -> None:
     assert hook is not None
     hook(ivr_then_failover())
     assert seen == ["metrics", "records"]
+
+
+def test_the_spill_file_sits_beside_its_sqlite_database() -> None:
+    from router.records import default_spill_path
+
+    assert default_spill_path("sqlite+aiosqlite:////srv/nodrute/db/nodrute.db") == \
+        Path("/srv/nodrute/db/records-spill.jsonl")
+    elsewhere = default_spill_path("postgresql+asyncpg://nodrute@db.example/nodrute")
+    assert elsewhere.name == "records-spill.jsonl" and elsewhere.parent.name == "var"
