@@ -59,7 +59,9 @@ def broker_address(url: str) -> tuple[str, int]:
     """``mqtt://host:port`` (or ``host:port``) -> (host, port); port defaults to 1883."""
     parts = urlsplit(url if "://" in url else f"mqtt://{url}")
     if parts.scheme not in ("mqtt", "tcp") or not parts.hostname:
-        raise ValueError(f"not an MQTT broker URL (mqtt://host:port): {url!r}")
+        # not the URL itself: it may carry a password
+        raise ValueError(f"not an MQTT broker URL (mqtt://host:port): scheme {parts.scheme!r}, "
+                         f"host {parts.hostname!r}")
     return parts.hostname, parts.port or 1883
 
 

@@ -16,6 +16,7 @@ from .cli_prompts import prompts_app
 from .cli_stats import stats
 from .cli_table import table_app
 from .config import DEFAULT_CONFIG_PATH, load_settings
+from .secrets import install_log_masking, mask_secrets
 
 app = typer.Typer(help="nodrute: call router for the emergency numbers 113 and 116117.",
                   no_args_is_help=True, add_completion=False)
@@ -41,11 +42,12 @@ def serve(
     try:
         settings = load_settings(config)
     except ValidationError as err:
-        typer.echo(f"{config}: invalid configuration:\n{err}", err=True)
+        typer.echo(f"{config}: invalid configuration:\n{mask_secrets(str(err))}", err=True)
         raise typer.Exit(2) from None
     from .logs import configure_logging
 
     configure_logging(settings.log, sys.stderr)
+    install_log_masking()  # no database or MQTT password in any log line
     try:
         run(settings, config)
     except TableError as err:

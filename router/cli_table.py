@@ -34,6 +34,7 @@ from municipality_map.store import (
 from municipality_map.validate import validate_table
 
 from .config import DEFAULT_CONFIG_PATH, NodruteSettings, load_settings
+from .secrets import mask_secrets, mask_url
 
 log = logging.getLogger("nodrute.cli.table")
 
@@ -147,12 +148,13 @@ async def _announce(
         await publish_activation(settings.mqtt.url, settings.mqtt.topic_prefix, activation, version)
     except Exception as err:  # the DB write stands; nodes will see it when they poll
         typer.echo(
-            f"warning: could not announce on MQTT ({settings.mqtt.url}): {err}; nodes will "
+            f"warning: could not announce on MQTT ({mask_url(settings.mqtt.url)}): "
+            f"{mask_secrets(str(err))}; nodes will "
             f"pick the change up from the database within [tables] poll_interval_s",
             err=True,
         )
         return
-    typer.echo(f"announced on MQTT ({settings.mqtt.url})")
+    typer.echo(f"announced on MQTT ({mask_url(settings.mqtt.url)})")
 
 
 async def _snapshot_of(store: TableStore, ref: str) -> RoutingSnapshot:

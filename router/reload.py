@@ -39,6 +39,7 @@ from typing import TYPE_CHECKING, Any
 from pydantic import BaseModel, ValidationError
 
 from .config import NodruteSettings, load_settings
+from .secrets import mask_secrets
 
 if TYPE_CHECKING:
     from .app import RunningRouter
@@ -124,7 +125,8 @@ async def reload_config(router: RunningRouter, path: Path) -> bool:
 
 
 def _refused(router: RunningRouter, path: Path, why: str) -> bool:
-    log.error("config reload from %s refused, the running config stays: %s", path, why)
+    log.error("config reload from %s refused, the running config stays: %s", path,
+              mask_secrets(why))
     if router.metrics is not None:
         router.metrics.config_reload_failures.inc()
     return False

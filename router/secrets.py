@@ -2,8 +2,8 @@
 
 * :func:`mask_url` / :func:`mask_secrets` replace the password of a ``scheme://user:pw@host``
   URL (a PostgreSQL or MQTT URL) with ``***`` wherever a URL is shown;
-  :class:`SecretMaskingFilter` does the same to every log record as a safety net, so a URL that
-  reaches a log line through an exception text is masked too.
+  :func:`install_log_masking` does the same to every log record's message as a safety net
+  (exception texts are not rewritten: SQLAlchemy masks its URLs itself, aiomqtt names none).
 * :func:`exposed_config_warning` checks at start that a config file holding credentials (a
   password in a URL, a ``password``/``secret``/``token`` key) is not readable by group or
   others, and names the file and its mode when it is.
@@ -15,7 +15,7 @@ import logging
 import re
 import stat
 import tomllib
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -44,31 +44,37 @@ def has_url_password(text: str) -> bool:
     return "://" in text and _URL_PASSWORD.search(text) is not None
 
 
-class SecretMaskingFilter(logging.Filter):
-    """Masks URL passwords in a record's formatted message (install on the log handlers)."""
-
-    def filter(self, record: logging.LogRecord) -> bool:
-        try:
-            message = record.getMessage()
-        except Exception:  # a broken format string: leave it to the handler to report
-            return True
-        masked = mask_secrets(message)
-        if masked != message:
-            record.msg, record.args = masked, None
-        if record.exc_info and record.exc_info[1] is not None and not record.exc_text:
-            formatter = logging.Formatter()
-            record.exc_text = mask_secrets(formatter.formatException(record.exc_info))
-        elif record.exc_text:
-            record.exc_text = mask_secrets(record.exc_text)
-        return True
+def mask_record(record: logging.LogRecord) -> logging.LogRecord:
+    """``record`` with every URL password in its message masked (message pre-formatted)."""
+    msg = record.msg
+    if not record.args and isinstance(msg, str):
+        if "://" in msg:
+            record.msg = mask_url(msg)
+        return record
+    try:
+        message = record.getMessage()
+    except Exception:  # a broken format string: leave it to the handler to report
+        return record
+    if "://" in message:
+        record.msg, record.args = mask_url(message), None
+    return record
 
 
-def install_log_masking(logger: logging.Logger | None = None) -> None:
-    """Put a :class:`SecretMaskingFilter` on every handler of ``logger`` (the root by default)."""
-    target = logger or logging.getLogger()
-    for handler in target.handlers:
-        if not any(isinstance(f, SecretMaskingFilter) for f in handler.filters):
-            handler.addFilter(SecretMaskingFilter())
+_installed: list[Callable[..., logging.LogRecord]] = []
+
+
+def install_log_masking() -> None:
+    """Mask URL passwords in every log record of the process, whatever handler or formatter
+    renders it (a record factory: it survives a log reconfiguration). Idempotent."""
+    if _installed:
+        return
+    previous = logging.getLogRecordFactory()
+
+    def factory(*args: Any, **kwargs: Any) -> logging.LogRecord:
+        return mask_record(previous(*args, **kwargs))
+
+    _installed.append(previous)
+    logging.setLogRecordFactory(factory)
 
 
 def _strings(value: Any, key: str = "") -> Iterator[tuple[str, str]]:
