@@ -53,7 +53,7 @@ RUN mkdir -p /app/var && chown nodrute:nodrute /app/var
 
 USER 10001:10001
 
-EXPOSE 5060/udp 5060/tcp 9464/tcp 20000-29999/udp
+EXPOSE 5060/udp 5060/tcp 5061/tcp 9464/tcp 20000-29999/udp
 
 # Healthy = an out-of-dialog OPTIONS over UDP to 127.0.0.1:5060 gets "SIP/2.0 200", or 503
 # while the node drains after SIGTERM (alive and finishing its calls: an orchestrator that
