@@ -75,7 +75,7 @@ def wall_offset_s(loop_time: float) -> float:
 def _iso(monotonic: float | None, offset_s: float) -> str | None:
     if monotonic is None:
         return None
-    return datetime.fromtimestamp(monotonic + offset_s, UTC).isoformat()
+    return datetime.fromtimestamp(monotonic + offset_s, UTC).isoformat(timespec="microseconds")
 
 
 def _span(start: float | None, end: float | None) -> float | None:
@@ -85,7 +85,8 @@ def _span(start: float | None, end: float | None) -> float | None:
 def record_row(record: CallRecord, offset_s: float, record_id: str | None = None) -> Row:
     """The record as a plain JSON-able dict: what is stored and what is spilled.
 
-    Times are ISO 8601 UTC (monotonic + ``offset_s``). Derived durations, in seconds:
+    Times are fixed-width ISO 8601 UTC text (monotonic + ``offset_s``), as stored. Derived
+    durations, in seconds:
 
     - ``ivr_s``: INVITE arrival to the first centre INVITE (``hunt_started_at``): the caller's
       time in an IVR flow run before the hunt (116117 greeting, menu); without one it is the

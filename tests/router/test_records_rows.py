@@ -18,7 +18,7 @@ OFFSET = EPOCH - 1000.0
 
 
 def at(seconds_after: float) -> str:
-    return datetime.fromtimestamp(EPOCH + seconds_after, UTC).isoformat()
+    return datetime.fromtimestamp(EPOCH + seconds_after, UTC).isoformat(timespec="microseconds")
 
 
 def ivr_then_failover() -> CallRecord:
@@ -47,7 +47,7 @@ def ivr_then_failover() -> CallRecord:
 def test_times_are_wall_clock_utc_and_durations_exclude_the_ivr() -> None:
     row = record_row(ivr_then_failover(), OFFSET, record_id="r-1")
     assert row["record_id"] == "r-1"
-    assert row["started_at"] == at(0) == "2027-01-15T08:00:00+00:00"
+    assert row["started_at"] == at(0) == "2027-01-15T08:00:00.000000+00:00"  # fixed width
     assert row["hunt_started_at"] == at(30)
     assert row["ringing_at"] == at(31.5)
     assert row["answered_at"] == at(36.5)

@@ -10,6 +10,10 @@ from collections.abc import Sequence
 import sqlalchemy as sa
 from alembic import op
 
+# Instants are fixed-width ISO 8601 UTC text, "2027-01-15T08:00:00.000000+00:00": text order is
+# time order in every database, and the writer stores them without a conversion per value.
+_INSTANT = sa.String(32)
+
 revision: str = "0003"
 down_revision: str | None = "0002"
 branch_labels: str | Sequence[str] | None = None
@@ -18,7 +22,7 @@ depends_on: str | Sequence[str] | None = None
 
 def upgrade() -> None:
     # record_id is a UUID made by the node when the call ends: a row replayed from the spill
-    # file twice is recognised and not stored again. Times are UTC.
+    # file twice is recognised and not stored again.
     op.create_table(
         "call_records",
         sa.Column("record_id", sa.String(36), primary_key=True),
@@ -41,12 +45,12 @@ def upgrade() -> None:
         sa.Column("outcome", sa.String(16), nullable=False),
         sa.Column("hunt_exhausted", sa.Boolean, nullable=False),
         sa.Column("attempt_count", sa.Integer, nullable=False),
-        sa.Column("started_at", sa.DateTime(timezone=True), nullable=False),
-        sa.Column("hunt_started_at", sa.DateTime(timezone=True), nullable=True),
-        sa.Column("first_provisional_at", sa.DateTime(timezone=True), nullable=True),
-        sa.Column("ringing_at", sa.DateTime(timezone=True), nullable=True),
-        sa.Column("answered_at", sa.DateTime(timezone=True), nullable=True),
-        sa.Column("ended_at", sa.DateTime(timezone=True), nullable=True),
+        sa.Column("started_at", _INSTANT, nullable=False),
+        sa.Column("hunt_started_at", _INSTANT, nullable=True),
+        sa.Column("first_provisional_at", _INSTANT, nullable=True),
+        sa.Column("ringing_at", _INSTANT, nullable=True),
+        sa.Column("answered_at", _INSTANT, nullable=True),
+        sa.Column("ended_at", _INSTANT, nullable=True),
         sa.Column("ivr_s", sa.Float, nullable=True),
         sa.Column("ring_s", sa.Float, nullable=True),
         sa.Column("answer_s", sa.Float, nullable=True),
@@ -65,9 +69,9 @@ def upgrade() -> None:
         sa.Column("role", sa.String(32), nullable=False),
         sa.Column("pass_number", sa.Integer, nullable=False),
         sa.Column("skipped_down", sa.Boolean, nullable=False),
-        sa.Column("started_at", sa.DateTime(timezone=True), nullable=False),
-        sa.Column("provisional_at", sa.DateTime(timezone=True), nullable=True),
-        sa.Column("ended_at", sa.DateTime(timezone=True), nullable=True),
+        sa.Column("started_at", _INSTANT, nullable=False),
+        sa.Column("provisional_at", _INSTANT, nullable=True),
+        sa.Column("ended_at", _INSTANT, nullable=True),
         sa.Column("end", sa.String(32), nullable=True),
         sa.Column("status", sa.Integer, nullable=True),
     )
