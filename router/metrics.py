@@ -7,10 +7,10 @@ time: the info gauge is cleared before the new version is set). Never a caller, 
 municipality number. The HTTP endpoint is prometheus_client's own server on a daemon thread,
 off the event loop.
 
-Cost on the call path (1,500 calls/s): label children are bound once — at start for the SIP
-message counters (a dict lookup per message), on first use for the per-call series — so no
-message or call formats label strings. Call durations are observed when the call ends, from
-its record.
+Cost on the call path (1,500 calls/s): SIP messages are counted in plain lists
+(router/sip_traffic.py: a dict lookup and an int increment per message, turned into samples at
+scrape time); per-call series bind their label children on first use, so no call formats label
+strings. Call durations are observed when the call ends, from its record.
 """
 
 from __future__ import annotations
@@ -26,27 +26,15 @@ from wsgiref.simple_server import WSGIServer
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, start_http_server
 
-from sip.message import Message, Request
-
 from .answer_time import AnswerTimeCollector, AnswerTimeSettings, AnswerTimeWindows
 from .call_record import CallRecord
 from .health import Availability, ProbeOutcome
+from .sip_traffic import SipTraffic
 
 log = logging.getLogger("nodrute.metrics")
 
 _M = TypeVar("_M", Counter, Histogram)
 
-
-SIP_METHODS = ("INVITE", "ACK", "BYE", "CANCEL", "OPTIONS", "UPDATE", "INFO", "PRACK",
-               "REFER", "NOTIFY", "SUBSCRIBE", "MESSAGE", "REGISTER", "PUBLISH")
-"""Methods with their own ``method`` label value; any other is counted as ``other``."""
-SIP_CODES = (100, 180, 181, 182, 183, 199, 200, 202, 204, 300, 301, 302, 305, 380,
-             400, 401, 402, 403, 404, 405, 406, 407, 408, 410, 413, 414, 415, 416, 420, 421,
-             422, 423, 428, 429, 433, 470, 480, 481, 482, 483, 484, 485, 486, 487, 488, 489,
-             491, 493, 494, 500, 501, 502, 503, 504, 505, 513, 580, 600, 603, 604, 606, 607,
-             608)
-"""Status codes of the RFCs nodrute meets (RFC 3261 §21 and extensions); any other is
-counted as its class (``4xx``)."""
 
 ROUTING_BUCKETS = (0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25,
                    0.5, 1.0)
@@ -189,25 +177,9 @@ class NodeMetrics:
             "that answered; observed when the call ends.",
             ["service", "centre"], buckets=ANSWER_BUCKETS, registry=r,
         )  # fmt: skip
-        self.sip_requests = Counter(
-            "nodrute_sip_requests",
-            "SIP requests on the wire, retransmissions included, by direction (received, "
-            f"sent) and method ({', '.join(SIP_METHODS)}; any other: other).",
-            ["direction", "method"], registry=r,
-        )  # fmt: skip
-        self.sip_responses = Counter(
-            "nodrute_sip_responses",
-            "SIP responses on the wire, retransmissions included, by direction (received, "
-            "sent) and status code (codes of RFC 3261 and its extensions by number, any other "
-            "as its class, e.g. 4xx).", ["direction", "code"], registry=r,
-        )  # fmt: skip
-        self.sip_malformed = Counter(
-            "nodrute_sip_malformed_messages",
-            "Messages received that could not be parsed (requests were answered 400/505/…, "
-            "responses dropped).", registry=r,
-        )  # fmt: skip
-        self.traffic = SipTraffic(self.sip_requests, self.sip_responses, self.sip_malformed)
-        """The transport's :class:`sip.transport.TrafficCounter` (``endpoint.traffic``)."""
+        self.traffic = SipTraffic()
+        """SIP messages by method/code: the transport's ``traffic`` hook, and a collector."""
+        r.register(self.traffic)
         self.answer_windows = AnswerTimeWindows(answer_time, clock)
         r.register(AnswerTimeCollector(self.answer_windows))
         self._routing_children = _ChildCache(self.routing_decision)
@@ -329,48 +301,6 @@ class NodeMetrics:
         if self._thread is not None:
             self._thread.join(timeout=5)
             self._thread = None
-
-
-class SipTraffic:
-    """Counts SIP messages for the transport (:class:`sip.transport.TrafficCounter`).
-
-    Every label child is bound here, once: a message costs a dict lookup and an ``inc``."""
-
-    def __init__(self, requests: Counter, responses: Counter, malformed: Counter) -> None:
-        self._rx_methods = {m: requests.labels("received", m) for m in SIP_METHODS}
-        self._rx_method_other = requests.labels("received", "other")
-        self._tx_methods = {m.encode(): requests.labels("sent", m) for m in SIP_METHODS}
-        self._tx_method_other = requests.labels("sent", "other")
-        self._rx_codes = _code_children(responses, "received")
-        self._tx_codes = {str(code).encode(): child
-                          for code, child in _code_children(responses, "sent").items()}
-        self._rx_code_other = responses.labels("received", "other")
-        self._tx_code_other = responses.labels("sent", "other")
-        self._malformed = malformed
-
-    def received(self, message: Message) -> None:
-        if isinstance(message, Request):
-            self._rx_methods.get(message.method, self._rx_method_other).inc()
-        else:
-            self._rx_codes.get(message.status, self._rx_code_other).inc()
-
-    def sent(self, data: bytes) -> None:
-        if data.startswith(b"SIP/2.0 "):
-            self._tx_codes.get(data[8:11], self._tx_code_other).inc()
-            return
-        space = data.find(b" ", 0, 16)
-        self._tx_methods.get(data[:space] if space > 0 else b"",
-                             self._tx_method_other).inc()
-
-    def malformed(self) -> None:
-        self._malformed.inc()
-
-
-def _code_children(responses: Counter, direction: str) -> dict[int, Counter]:
-    """Status 100..699 -> its child: its own code when listed, else its class (``4xx``)."""
-    classes = {n: responses.labels(direction, f"{n}xx") for n in range(1, 7)}
-    known = {code: responses.labels(direction, str(code)) for code in SIP_CODES}
-    return {code: known.get(code, classes[code // 100]) for code in range(100, 700)}
 
 
 class _ChildCache(Generic[_M]):
