@@ -60,13 +60,13 @@ def _wanted_keys(names: tuple[str, ...]) -> frozenset[str]:
 
 def uri_destination(uri_text: str) -> tuple[str, int, str]:
     """Where to send a request for ``uri_text``: (host, port, transport) per RFC 3263's
-    no-DNS-SRV subset: explicit port or 5060 (5061 for ``sips:``), ``transport`` parameter or
+    no-DNS-SRV subset: explicit port or 5060 (5061 for TLS), ``transport`` parameter or
     UDP; a ``sips:`` URI is always reached over TLS (RFC 3261 §26.2.2)."""
     uri = parse_uri_shared(uri_text)
     if not isinstance(uri, SipUri):
         raise SipParseError("Centre URI is not a SIP URI", 416)
     transport = "TLS" if uri.scheme == "sips" else (uri.params.get("transport") or "udp").upper()
-    default_port = 5061 if uri.scheme == "sips" else 5060
+    default_port = 5061 if transport == "TLS" else 5060  # RFC 3263 §4.2
     host = uri.host[1:-1] if uri.host.startswith("[") else uri.host
     return host, uri.port or default_port, transport
 
