@@ -169,7 +169,7 @@ def ack_2xx(call: Call, leg: Leg, response: Response, now: float) -> None:
 
 def next_hop(dialog: Dialog) -> tuple[str, int]:
     """Where a request on ``dialog`` goes: its route set's first hop or the remote target."""
-    host, port, _ = dialog.next_hop()
+    host, port, transport = dialog.next_hop()
     if host.startswith("["):
         host = host[1:-1]
-    return host, port or 5060
+    return host, port or (5061 if transport == "TLS" else 5060)  # RFC 3263 §4.2
