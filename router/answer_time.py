@@ -1,14 +1,13 @@
 """Answer-time indicators over sliding windows, per service and centre (issue 8, must-have 3).
 
 The national targets: 113 — 90 % answered within 10 s; 116117 — 80 % within 2 min; time in
-the IVR (greeting, menu) excluded. Helsedirektoratet computes the two differently, and so do
-we, per service (``denominator``):
-
-* 113 (AMK, "andel anrop besvart innen 10 sekunder"): answered within the target **among
-  answered calls** — unanswered calls are counted, but not in the share (``"answered"``).
-* 116117 (legevakt, "andel anrop som besvares innen 2 minutter av alle anrop", unanswered calls
-  included): answered within the target **among all calls offered to a centre**, i.e. answered
-  + abandoned + failed (``"offered"``).
+the IVR (greeting, menu) excluded. The share is computed, by default for both services, as AMK
+answer-time statistics count it ("andel anrop besvart innen 10 sekunder i forhold til antall
+besvarte anrop"): answered within the target **among answered calls**; unanswered calls are
+counted beside it (``result="abandoned"|"failed"``), not hidden in the share — as
+``nodrute stats`` does, so the two tell the same story. Helsedirektoratet's legevakt figure
+for 116117 counts unanswered calls in the denominator ("av alle anrop"): set
+``denominator = {"116117" = "offered"}`` for that (answered + abandoned + failed).
 
 A call counts when it ends, in the window of its end, for the centre of its last attempt (the
 one that answered, if any). Its answer time runs from the first centre INVITE (the end of any
@@ -42,8 +41,8 @@ _WITHIN, _LATE, _ABANDONED, _FAILED = range(4)
 Denominator = Literal["answered", "offered"]
 
 
-def _official_denominators() -> dict[str, Denominator]:
-    return {"113": "answered", "116117": "offered"}
+def _answered_only() -> dict[str, Denominator]:
+    return {"113": "answered", "116117": "answered"}
 
 
 class AnswerTimeSettings(BaseModel):
@@ -61,9 +60,10 @@ class AnswerTimeSettings(BaseModel):
     target_share: dict[str, float] = Field(
         default_factory=lambda: {"113": 0.9, "116117": 0.8})
     """Share that must be answered within the target (exported for dashboards)."""
-    denominator: dict[str, Denominator] = Field(default_factory=_official_denominators)
-    """What the share is computed over: ``answered`` calls, or every call ``offered`` to a
-    centre (answered + abandoned + failed). Default: as Helsedirektoratet does."""
+    denominator: dict[str, Denominator] = Field(default_factory=_answered_only)
+    """What the share is computed over: ``answered`` calls (default, as AMK statistics and
+    ``nodrute stats``), or every call ``offered`` to a centre (answered + abandoned + failed:
+    Helsedirektoratet's 116117 figure)."""
 
     @model_validator(mode="after")
     def _check(self) -> AnswerTimeSettings:
@@ -190,9 +190,9 @@ class AnswerTimeCollector(Collector):
                 "nodrute_answer_indicator_ratio",
                 "Share of calls answered within the service's target (113: 10 s, 116117: "
                 "120 s; IVR time excluded, failover time included) over the sliding window, "
-                "per centre. 113: among answered calls; 116117: among all calls offered to a "
-                "centre (answered + abandoned + failed), as Helsedirektoratet computes them. "
-                "Absent while the window holds no such call.",
+                "per centre: among answered calls, as AMK statistics count it (configurable "
+                "per service: among all calls offered to a centre). Absent while the window "
+                "holds no such call.",
                 labels=["service", "centre", "window"]),
             GaugeMetricFamily(
                 "nodrute_answer_indicator_calls",
