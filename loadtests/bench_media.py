@@ -30,9 +30,7 @@ from __future__ import annotations
 import json
 import math
 import os
-import shutil
 import signal
-import struct
 import subprocess
 import sys
 import time
@@ -54,9 +52,9 @@ from bench_processes import (
     stat_int,
     udp_rcvbuf_errors,
 )
+from rtp_pcap import speech_frames, write_talk_pcap
 
 LOADTESTS = REPO / "loadtests"
-DEBIAN_SPEECH = Path("/usr/share/sip-tester/g711a.pcap")
 GREETING_S = 7.1  # ivr/prompts/nb/greeting_116117.wav
 RTP_OFFSET = 4  # the media scenarios put their SDP port at -mp + 4
 FAILURE_COLUMNS = (
@@ -67,50 +65,7 @@ DEFAULT_IVR_STEPS = "100,400,800,1200,1600,2000"
 DEFAULT_BRIDGED_STEPS = "50,100,200,300,400"
 
 
-# --- files the section writes ----------------------------------------------------------------
-
-
-def speech_frames(pcap: Path = DEBIAN_SPEECH) -> list[bytes]:
-    """The A-law payload of an RTP pcap (Ethernet/IPv4/UDP), cut into 160-octet 20 ms frames."""
-    data = pcap.read_bytes()
-    offset, audio = 24, bytearray()
-    while offset + 16 <= len(data):
-        length = struct.unpack_from("<I", data, offset + 8)[0]
-        packet = data[offset + 16 : offset + 16 + length]
-        offset += 16 + length
-        ip = packet[14:]
-        udp = ip[(ip[0] & 0x0F) * 4 :]
-        rtp = udp[8:]
-        if len(rtp) > 12 and rtp[1] & 0x7F == 8:
-            audio += rtp[12 + 4 * (rtp[0] & 0x0F) :]
-    return [bytes(audio[i : i + 160]) for i in range(0, len(audio) - 159, 160)]
-
-
-def _ip_checksum(header: bytes) -> int:
-    total = sum(struct.unpack(f"!{len(header) // 2}H", header))
-    while total >> 16:
-        total = (total & 0xFFFF) + (total >> 16)
-    return ~total & 0xFFFF
-
-
-def write_talk_pcap(path: Path, seconds: float, frames: Sequence[bytes]) -> Path:
-    """A pcap of one continuous RTP stream: PCMA every 20 ms for ``seconds``, the frames looped,
-    consecutive sequence numbers and timestamps (SIPp rewrites addresses and ports)."""
-    out = bytearray(struct.pack("<IHHiIII", 0xA1B2C3D4, 2, 4, 0, 0, 65535, 1))
-    loopback = bytes([127, 0, 0, 1])
-    for i in range(int(seconds * 50)):
-        rtp = struct.pack("!BBHII", 0x80, 8 | (0x80 if i == 0 else 0), (1000 + i) & 0xFFFF,
-                          160 * i, 0x4E4F4452) + frames[i % len(frames)]  # fmt: skip
-        udp = struct.pack("!HHHH", 6000, 6002, 8 + len(rtp), 0) + rtp
-        ip = struct.pack("!BBHHHBBH4s4s", 0x45, 0, 20 + len(udp), 0, 0x4000, 64, 17, 0,
-                         loopback, loopback)  # fmt: skip
-        ip = ip[:10] + struct.pack("!H", _ip_checksum(ip)) + ip[12:]
-        frame = bytes(12) + b"\x08\x00" + ip + udp
-        at = i * 0.020
-        out += struct.pack("<IIII", int(at), round((at % 1) * 1e6), len(frame), len(frame))
-        out += frame
-    path.write_bytes(bytes(out))
-    return path
+# --- the router's media configuration --------------------------------------------------------
 
 
 def media_env(rtp_first: int, rtp_last: int, hold_max_s: float) -> dict[str, str]:
@@ -252,7 +207,6 @@ class MediaBench:
     settle_s: float
     window_s: float
     speech: list[bytes]
-    log: Callable[[str], None]
 
     def hold_s(self, calls: int) -> float:
         """Every call is up from the end of the ramp through settle + window, plus 1 s."""
@@ -349,40 +303,11 @@ class MediaBench:
                 window_from: float, window_to: float, cpu_percent: float,
                 rss: float) -> MediaStepResult:
         successful = stat_int(final, "SuccessfulCall(C)")
-        sides: dict[str, Any] = {}
-        through = packets = 0
         window = window_to - window_from
-        rate_through = 0.0  # packets/s of the window, summed over the sides
-        for side, result in results.items():
-            ports = result.get("ports", {})
-            summary = next(iter(ports.values()), {}) if ports else {}
-            lives = summary.pop("lives", [])
-            alive = sum(1 for first, last, _n in lives
-                        if first <= window_from and last >= window_to - 0.1)
-            port = next(iter(ports), None)
-            # Whole 100 ms buckets inside the window (receive times are the kernel's).
-            width = result.get("bucket_s", 0.1)
-            first_bucket = math.ceil(window_from / width)
-            last_bucket = math.floor(window_to / width)  # exclusive
-            in_window = sum(n for p, bucket, n in result.get("buckets", [])
-                            if str(p) == port and first_bucket <= bucket < last_bucket)
-            span = max(1, last_bucket - first_bucket) * width
-            late_in = {"before_window": 0, "in_window": 0, "after_window": 0}
-            late_events, previous = 0, -2
-            for p, bucket, n in result.get("late_buckets", []):
-                if str(p) == port:
-                    phase = ("before_window" if bucket < first_bucket else
-                             "in_window" if bucket < last_bucket else "after_window")
-                    late_in[phase] += n
-                    late_events += bucket > previous + 1  # a run of 100 ms buckets = one stall
-                    previous = bucket
-            sides[side] = {**summary, "streams_through_window": alive,
-                           "packets_in_window": in_window,
-                           "packets_per_s_in_window": round(in_window / span, 1),
-                           "late_by_phase": late_in, "late_events": late_events}
-            through += alive
-            packets += in_window
-            rate_through += in_window / span
+        sides = {side: side_figures(result, window_from, window_to)
+                 for side, result in results.items()}
+        through = sum(side["streams_through_window"] for side in sides.values())
+        rate_through = sum(side["packets_per_s_in_window"] for side in sides.values())
         streams_expected = calls * (2 if kind == "bridged" else 1)
         seq_gaps = sum(s.get("seq_gaps", 0) for s in sides.values())
         late = sum(s.get("late", 0) for s in sides.values())
@@ -417,6 +342,40 @@ class MediaBench:
             result.problems.append(f"{late} late packets (> 60 ms) in {result.late_events} "
                                    "stall(s)")
         return result
+
+
+def side_figures(result: dict[str, Any], window_from: float,
+                 window_to: float) -> dict[str, Any]:
+    """One receiver's totals, plus what it saw in the window: streams alive through it,
+    packets (whole 100 ms buckets of kernel receive time), late packets by phase, stalls."""
+    ports = result.get("ports", {})
+    summary = dict(next(iter(ports.values()), {})) if ports else {}
+    lives = summary.pop("lives", [])
+    port = next(iter(ports), None)
+    width = result.get("bucket_s", 0.1)
+    first_bucket = math.ceil(window_from / width)
+    last_bucket = math.floor(window_to / width)  # exclusive
+    in_window = sum(n for p, bucket, n in result.get("buckets", [])
+                    if str(p) == port and first_bucket <= bucket < last_bucket)
+    late_in = {"before_window": 0, "in_window": 0, "after_window": 0}
+    late_events, previous = 0, -2
+    for p, bucket, n in result.get("late_buckets", []):
+        if str(p) == port:
+            phase = ("before_window" if bucket < first_bucket else
+                     "in_window" if bucket < last_bucket else "after_window")
+            late_in[phase] += n
+            late_events += bucket > previous + 1  # a run of 100 ms buckets = one stall
+            previous = bucket
+    return {
+        **summary,
+        "streams_through_window": sum(1 for first, last, _n in lives
+                                      if first <= window_from and last >= window_to - 0.1),
+        "packets_in_window": in_window,
+        "packets_per_s_in_window": round(
+            in_window / (max(1, last_bucket - first_bucket) * width), 1),
+        "late_by_phase": late_in,
+        "late_events": late_events,
+    }  # fmt: skip
 
 
 # --- the section -----------------------------------------------------------------------------
@@ -490,8 +449,8 @@ def run_media_section(
                         env) as router:
         section["router_uvloop"] = router.uvloop_on()
         bench = MediaBench(binary, workdir, ports, router, ivr_calls_file, bridged_calls_file,
-                           centre_id, centre_port, rate, settle_s, window_s, speech_frames(),
-                           log)  # fmt: skip
+                           centre_id, centre_port, rate, settle_s, window_s,
+                           speech_frames())  # fmt: skip
         for kind, kind_steps in (("ivr", ivr_steps), ("bridged", bridged_steps)):
             for calls in kind_steps:
                 result = bench.run_step(kind, calls)
@@ -584,6 +543,3 @@ def markdown_media(section: dict[str, Any]) -> list[str]:
     ]
     return lines
 
-
-def clean(workdir: Path) -> None:
-    shutil.rmtree(workdir, ignore_errors=True)
