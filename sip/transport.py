@@ -69,7 +69,8 @@ class Admission(enum.Enum):
 
 
 class AdmissionCheck(Protocol):
-    """Decides by source who gets parsed at all (router/admission.py); must be cheap."""
+    """Decides by source who gets parsed at all (router/admission.py); must be cheap. An
+    inbound TCP/TLS connection is asked about once as ``data=b""`` before any byte is read."""
 
     def admit(self, data: bytes, source: Address, transport: str, now: float) -> Admission: ...
 
@@ -221,6 +222,12 @@ class SipEndpoint:
             self._malformed(data, source, transport, err)
             return
         self.pump(now)
+
+    def _refuses_connection(self, peer: Address, transport: str) -> bool:
+        """An inbound connection is asked about as an empty message: DROP closes it at once."""
+        admission = self.admission
+        return admission is not None and \
+            admission.admit(b"", peer, transport, self.now()) is Admission.DROP
 
     def _refuse(self, data: bytes, source: Address, transport: str) -> None:
         # Stateless 403 (RFC 3261 §8.2.1), read leniently: no parse, no transaction
@@ -496,6 +503,9 @@ class _TcpConnection(asyncio.Protocol):
         if self.peer is None:
             peername = transport.get_extra_info("peername")
             self.peer = (str(peername[0]), int(peername[1]))
+            if self.endpoint._refuses_connection(self.peer, self.transport_name):
+                transport.close()  # a stranger that would be dropped anyway: no framing, no state
+                return
         self.endpoint._connection_made(self, self.peer)
 
     def data_received(self, data: bytes) -> None:

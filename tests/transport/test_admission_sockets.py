@@ -21,7 +21,7 @@ STRANGER_HOST = "127.0.0.2"
 
 async def started(unknown_source: str) -> RunningRouter:
     return await start_router(NodruteSettings(
-        sip=SipSettings(host="127.0.0.1", port=0, transports=["udp"]),
+        sip=SipSettings(host="127.0.0.1", port=0, transports=["udp", "tcp"]),
         trunks=[TrunkSettings(name="carrier", sources=["127.0.0.1/32"])],
         security=SecuritySettings(unknown_source=unknown_source),  # type: ignore[arg-type]
         metrics={"enabled": False},  # type: ignore[arg-type]
@@ -93,3 +93,17 @@ async def test_403_mode_answers_statelessly_and_keeps_no_transaction(
     assert reply.startswith(b"SIP/2.0 403 ")
     assert b"Call-ID: scan3" in reply
     assert len(refusing.endpoint.layer) == 0  # answered without a server transaction
+
+
+async def test_a_strangers_tcp_connection_is_closed_before_a_byte_is_read(
+        dropping: RunningRouter) -> None:
+    port = dropping.port
+    reader, writer = await asyncio.open_connection(TRUNK_HOST, port, local_addr=(STRANGER_HOST, 0))
+    writer.write(options(port, STRANGER_HOST, 5).replace(b"UDP", b"TCP"))
+    assert await asyncio.wait_for(reader.read(), 5.0) == b""  # closed, nothing answered
+    writer.close()
+    reader, writer = await asyncio.open_connection(TRUNK_HOST, port)
+    writer.write(options(port, TRUNK_HOST, 6).replace(b"UDP", b"TCP"))
+    assert (await asyncio.wait_for(reader.readuntil(b"\r\n"), 5.0)).startswith(b"SIP/2.0 200")
+    writer.close()
+    assert dropping.endpoint.dropped_malformed == 0
