@@ -42,6 +42,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from municipality_map import default_table_dir, load_snapshot
 from router.b2bua import B2bua
 from router.config import NodruteSettings
+from router.metrics import NodeMetrics
 from sip.timers import TimerConfig
 from sip.transaction import TransactionLayer
 from sip.transport import SipEndpoint
@@ -171,7 +172,7 @@ class FakeUdp:
 class CoreBench:
     """One router core on a fake loop; ``call()`` runs a whole call and returns timed ns."""
 
-    def __init__(self, step: float) -> None:
+    def __init__(self, step: float, metrics: bool = False) -> None:
         settings = NodruteSettings()
         layer = TransactionLayer(TimerConfig())
         self.loop = FakeLoop()
@@ -181,7 +182,14 @@ class CoreBench:
         self.endpoint._loop = self.loop  # type: ignore[assignment]
         self.endpoint._udp = self.udp  # type: ignore[assignment]
         self.endpoint.local_address = ROUTER
-        self.b2bua = B2bua(layer, settings, load_snapshot(default_table_dir()), port=ROUTER[1])
+        hooks: dict[str, Any] = {}
+        if metrics:  # wired as router/app.py wires them (the node's default: [metrics] on)
+            node = NodeMetrics()
+            hooks = {"on_call_ended": node.call_ended, "on_failover": node.failover,
+                     "on_hunt_exhausted": node.hunt_exhausted, "on_routed": node.routed}
+            self.endpoint.traffic = node.traffic
+        self.b2bua = B2bua(layer, settings, load_snapshot(default_table_dir()), port=ROUTER[1],
+                           **hooks)
         self.endpoint.user = self.b2bua
         self.step = step
         self.n = 0
@@ -241,8 +249,9 @@ class GcWatch:
             self.pauses_ms.append((time.perf_counter() - self._started) * 1000)
 
 
-def run(calls: int, repeats: int, warmup: int, step: float) -> dict[str, Any]:
-    bench = CoreBench(step)
+def run(calls: int, repeats: int, warmup: int, step: float,
+        metrics: bool = False) -> dict[str, Any]:
+    bench = CoreBench(step, metrics)
     for _ in range(warmup):  # fills the timer heap and the lingering transactions
         bench.call()
     watch = GcWatch()
@@ -269,11 +278,12 @@ def run(calls: int, repeats: int, warmup: int, step: float) -> dict[str, Any]:
         "gc_pause_ms_max": round(max(watch.pauses_ms, default=0.0), 2),
         "gc_ms_per_call": round(sum(watch.pauses_ms) / (calls * repeats), 4),
         "log_level": logging.getLevelName(logging.getLogger("nodrute").getEffectiveLevel()),
+        "metrics": metrics,
     }
 
 
-def profile(calls: int, warmup: int, step: float, top: int) -> str:
-    bench = CoreBench(step)
+def profile(calls: int, warmup: int, step: float, top: int, metrics: bool = False) -> str:
+    bench = CoreBench(step, metrics)
     for _ in range(warmup):
         bench.call()
     profiler = cProfile.Profile()
@@ -299,6 +309,8 @@ def main() -> None:
     parser.add_argument("--cprofile", type=int, metavar="TOP", default=0,
                         help="print the TOP functions by own time instead of timing")
     parser.add_argument("--json", action="store_true", help="print one JSON object")
+    parser.add_argument("--metrics", action="store_true",
+                        help="wire a NodeMetrics as the node does (its cost is then included)")
 
     args = parser.parse_args()
     # The router's logging as `nodrute serve` sets it up, written where it costs what a
@@ -306,9 +318,9 @@ def main() -> None:
     logging.basicConfig(level=args.log_level, stream=open("/dev/null", "w"),  # noqa: SIM115
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     if args.cprofile:
-        print(profile(args.calls, args.warmup, args.step, args.cprofile))
+        print(profile(args.calls, args.warmup, args.step, args.cprofile, args.metrics))
         return
-    result = run(args.calls, args.repeats, args.warmup, args.step)
+    result = run(args.calls, args.repeats, args.warmup, args.step, args.metrics)
     if args.json:
         print(json.dumps(result))
         return
