@@ -285,13 +285,21 @@ class AdmissionPolicy:
 def centre_addresses(snapshot: RoutingSnapshot) -> frozenset[str]:
     """The IP addresses the centres' URIs name (host names are left out: no DNS here)."""
     found: set[str] = set()
+    named: list[str] = []
     for centre in snapshot.centres.values():
         for uri in centre.uris:
             try:
                 host = uri_destination(uri)[0]
-                found.add(str(ipaddress.ip_address(host)))
-            except (SipParseError, ValueError):  # a host name, or a URI we cannot read
+            except (SipParseError, ValueError):  # a URI we cannot read: the table check's job
                 continue
+            try:
+                found.add(str(ipaddress.ip_address(host)))
+            except ValueError:
+                named.append(f"{centre.centre_id} ({host})")
+    if named:
+        log.warning("centre URIs naming a host, not an address: %s; their traffic is treated "
+                    "as a stranger's (rate-limited, requests dropped) unless [security] "
+                    "trusted_sources covers their addresses", ", ".join(sorted(named)))
     return frozenset(found)
 
 

@@ -223,3 +223,17 @@ def test_blocking_is_logged_naming_the_source(
     blocked = [r.getMessage() for r in caplog.records if "blocked" in r.getMessage()]
     assert len(blocked) == 1
     assert "203.0.113.7" in blocked[0] and "30 s" in blocked[0]
+
+
+def test_centres_named_by_host_are_warned_about(tmp_path: Path,
+                                                caplog: pytest.LogCaptureFixture) -> None:
+    table = tmp_path / "named"
+    shutil.copytree(default_table_dir(), table)
+    centres = table / "centres.csv"
+    text = centres.read_text(encoding="utf-8-sig")
+    centres.write_text(text.replace("amk-oslo@127.0.0.1", "amk-oslo@amk-oslo.example", 1))
+    with caplog.at_level(logging.WARNING, logger="nodrute.admission"):
+        addresses = centre_addresses(load_snapshot(table))
+    assert "127.0.0.1" in addresses and "amk-oslo.example" not in addresses
+    assert "AMK-OSLO (amk-oslo.example)" in caplog.text
+    assert "trusted_sources" in caplog.text
