@@ -5,7 +5,9 @@ hook). ``submit`` is synchronous, O(1) and never raises: it turns the record int
 (:func:`record_row`, wall-clock times) and puts it on a bounded queue. Everything else happens
 in the writer's background tasks, off the call path:
 
-- the *write loop* takes batches off the queue and inserts them (``router/records_store.py``);
+- the *write loop* takes batches off the queue (a batch gathers for up to ``linger_s`` after
+  its first record: one transaction per call would cost more than the call itself) and inserts
+  them (``router/records_store.py``);
   if that fails, the batch is appended to the spill file (one JSON line per row, fsync per
   batch) and the database counts as down: further batches go straight to the spill file;
 - the *replay loop* tries the database every ``replay_interval_s``; once it answers, it moves
@@ -199,6 +201,7 @@ class CallRecordWriter:
         batch_size: int = 200,
         replay_interval_s: float = 5.0,
         write_timeout_s: float = 10.0,
+        linger_s: float = 0.5,
         offset_s: float = 0.0,
         observer: RecordsObserver | None = None,
     ) -> None:
@@ -213,6 +216,11 @@ class CallRecordWriter:
         self._batch_size = batch_size
         self._replay_interval_s = replay_interval_s
         self._write_timeout_s = write_timeout_s
+        self._linger_s = linger_s
+        """How long a batch may gather after its first record (unless it fills up first)."""
+        self._closing = False
+        self._batch_full = asyncio.Event()
+        """Set when a batch's worth is queued (or at stop): the write loop stops lingering."""
         self.offset_s = offset_s
         """Added to the loop's monotonic clock to get Unix time (:func:`wall_offset_s`)."""
         self._observer = observer
@@ -247,6 +255,8 @@ class CallRecordWriter:
             return
         try:
             self._queue.put_nowait(row)
+            if self._queue.qsize() >= self._batch_size:
+                self._batch_full.set()
             return
         except asyncio.QueueFull:
             pass
@@ -272,6 +282,8 @@ class CallRecordWriter:
     async def close(self, timeout_s: float = 5.0) -> None:
         """Give the queue ``timeout_s`` to reach the database (or the spill file), spill what
         is left, stop the tasks and close the database."""
+        self._closing = True  # no more lingering: write what is queued now
+        self._batch_full.set()
         if self._tasks:
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._queue.join(), timeout_s)
@@ -301,9 +313,17 @@ class CallRecordWriter:
     async def _write_loop(self) -> None:
         while True:
             batch = [await self._queue.get()]
+            self._in_flight = batch  # a cancel (stop) leaves it here for close() to spill
+            if self._linger_s > 0 and self._queue.qsize() < self._batch_size - 1 \
+                    and not self._closing:
+                # One transaction per row would cost ~1 ms of CPU each (commit, fsync, thread
+                # hops): let a batch gather first (cut short when it is full or at stop).
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(self._batch_full.wait(), self._linger_s)
+            if not self._closing:
+                self._batch_full.clear()
             while len(batch) < self._batch_size and not self._queue.empty():
                 batch.append(self._queue.get_nowait())
-            self._in_flight = batch  # a cancel (stop) leaves it here for close() to spill
             try:
                 if not await self._insert(batch, "written"):
                     await self._spill(batch)

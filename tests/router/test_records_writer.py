@@ -224,7 +224,8 @@ async def test_database_down_during_calls_then_back_every_record_once(
     inner = await CallRecordStore.open(sqlite_url(tmp_path / "records.db"))
     flaky = FlakyStore(inner)
     spill = tmp_path / "spill.jsonl"
-    writer = CallRecordWriter(opener(flaky), spill, offset_s=OFFSET, replay_interval_s=0.02)
+    writer = CallRecordWriter(opener(flaky), spill, offset_s=OFFSET, replay_interval_s=0.02,
+                              linger_s=0.0)
     writer.start()
     h = harness_with(snapshot, writer)
     answered_call(h, 1)
@@ -264,7 +265,7 @@ async def test_a_batch_stored_but_unacknowledged_is_not_stored_twice(
     flaky = FlakyStore(inner)
     flaky.lose_acks = 1
     writer = CallRecordWriter(opener(flaky), tmp_path / "spill.jsonl", offset_s=OFFSET,
-                              replay_interval_s=0.02)
+                              replay_interval_s=0.02, linger_s=0.0)
     writer.start()
     h = harness_with(snapshot, writer)
     answered_call(h, 1)
@@ -286,7 +287,7 @@ async def test_sqlite_file_unusable_at_start_then_usable(
         return await CallRecordStore.open(url)
 
     writer = CallRecordWriter(open_store, tmp_path / "spill.jsonl", offset_s=OFFSET,
-                              replay_interval_s=0.02)
+                              replay_interval_s=0.02, linger_s=0.0)
     writer.start()
     h = harness_with(snapshot, writer)
     answered_call(h, 1)
@@ -306,7 +307,7 @@ async def test_full_queue_spills_without_losing_a_record(
         snapshot: RoutingSnapshot, tmp_path: Path) -> None:
     store = await CallRecordStore.open(sqlite_url(tmp_path / "records.db"))
     writer = CallRecordWriter(opener(store), tmp_path / "spill.jsonl", offset_s=OFFSET,
-                              queue_size=2, replay_interval_s=0.02)
+                              queue_size=2, replay_interval_s=0.02, linger_s=0.0)
     h = harness_with(snapshot, writer)  # not started: nothing drains the queue yet
     for n in range(1, 6):
         cancelled_call(h, n)
@@ -328,7 +329,7 @@ async def test_stop_with_the_database_down_keeps_the_records_for_the_next_start(
     flaky = FlakyStore(inner)
     flaky.down = True
     spill = tmp_path / "spill.jsonl"
-    writer = CallRecordWriter(opener(flaky), spill, offset_s=OFFSET)
+    writer = CallRecordWriter(opener(flaky), spill, offset_s=OFFSET, linger_s=0.0)
     writer.start()
     h = harness_with(snapshot, writer)
     answered_call(h, 1)
@@ -339,7 +340,7 @@ async def test_stop_with_the_database_down_keeps_the_records_for_the_next_start(
     assert len(spill.read_text().splitlines()) == 3
 
     flaky.down = False  # the next start of the node
-    restarted = CallRecordWriter(opener(flaky), spill, offset_s=OFFSET)
+    restarted = CallRecordWriter(opener(flaky), spill, offset_s=OFFSET, linger_s=0.0)
     restarted.start()
     await until(lambda: restarted.counts["replayed"] == 3, "replayed at the next start")
     await restarted.close()
@@ -359,3 +360,51 @@ def test_submit_never_raises(tmp_path: Path) -> None:
     broken.attempts = [object()]  # type: ignore[list-item]
     writer.submit(broken)
     assert writer.counts["lost"] == 1 and writer.queue_depth() == 0
+
+
+async def test_records_arriving_one_by_one_share_a_transaction(
+        snapshot: RoutingSnapshot, tmp_path: Path) -> None:
+    store = await CallRecordStore.open(sqlite_url(tmp_path / "records.db"))
+    batches: list[int] = []
+
+    class CountingStore(FlakyStore):
+        async def insert(self, rows: list[dict[str, Any]]) -> int:
+            batches.append(len(rows))
+            return await super().insert(rows)
+
+    writer = CallRecordWriter(opener(CountingStore(store)), tmp_path / "spill.jsonl",
+                              offset_s=OFFSET, linger_s=30.0)
+    writer.start()
+    h = harness_with(snapshot, writer)
+    for n in range(1, 21):
+        cancelled_call(h, n)
+        await asyncio.sleep(0)  # the writer runs between calls, as on a live node
+    await writer.close()  # stopping cuts the linger short
+    rows = await store.records()
+    await store.close()
+    assert len(rows) == 20 and sum(batches) == 20
+    assert len(batches) == 1, batches
+
+
+async def test_a_full_batch_is_written_without_waiting_for_the_linger(
+        snapshot: RoutingSnapshot, tmp_path: Path) -> None:
+    store = await CallRecordStore.open(sqlite_url(tmp_path / "records.db"))
+    batches: list[int] = []
+
+    class CountingStore(FlakyStore):
+        async def insert(self, rows: list[dict[str, Any]]) -> int:
+            batches.append(len(rows))
+            return await super().insert(rows)
+
+    writer = CallRecordWriter(opener(CountingStore(store)), tmp_path / "spill.jsonl",
+                              offset_s=OFFSET, linger_s=30.0, batch_size=5)
+    writer.start()
+    h = harness_with(snapshot, writer)
+    for n in range(1, 13):
+        cancelled_call(h, n)
+        await asyncio.sleep(0)
+    await until(lambda: writer.counts["written"] == 10, "two full batches written")
+    assert writer.queue_depth() == 1  # the 12th waits (the 11th is the batch gathering)
+    await writer.close()
+    await store.close()
+    assert batches == [5, 5, 2]
