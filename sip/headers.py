@@ -300,23 +300,50 @@ class NameAddr:
         return cls(uri, display, split_params(param_text, header))
 
 
-@functools.lru_cache(maxsize=4096)
+MEMO_MAX_CHARS = 512
+"""Values longer than this are parsed each time, never memoised: the caches below hold at most
+their entry count of *short* strings, so a peer sending long unique values (a line may be 16 kB)
+cannot make them pin hundreds of megabytes (found by fuzz/fuzz_parser.py)."""
+
+
 def parse_name_addr_shared(value: str, header: str = "From") -> NameAddr:
     """:meth:`NameAddr.parse`, memoised: the *same* object for the same text. Do not mutate it.
 
     For readers only (tags, URIs, validation). Across validation, routing, the dialogs and the
     call record a call parses its From, To and Contact values ~15 times; a hit is a dict probe.
     Errors are not cached: a bad value raises every time, as :meth:`NameAddr.parse` does.
+    Values over :data:`MEMO_MAX_CHARS` are parsed afresh each time.
     """
+    if len(value) > MEMO_MAX_CHARS:
+        return NameAddr.parse(value, header)
+    return _parse_name_addr_memo(value, header)
+
+
+@functools.lru_cache(maxsize=4096)
+def _parse_name_addr_memo(value: str, header: str) -> NameAddr:
     return NameAddr.parse(value, header)
 
 
 # Memoised: a pure function of the text, returning an immutable tuple, read about ten times per
 # call by the parser, the transaction layer and the dialogs; "1 INVITE", "2 BYE" repeat a lot.
 # Errors are not cached (a bad value raises every time).
-@functools.lru_cache(maxsize=1024)
 def parse_cseq(value: str) -> tuple[int, str]:
     """Parse ``CSeq: 4711 INVITE`` → ``(4711, "INVITE")`` (RFC 3261 §20.16).
+
+    Memoised for values up to :data:`MEMO_MAX_CHARS`.
+    """
+    if len(value) > MEMO_MAX_CHARS:
+        return _parse_cseq(value)
+    return _parse_cseq_memo(value)
+
+
+@functools.lru_cache(maxsize=1024)
+def _parse_cseq_memo(value: str) -> tuple[int, str]:
+    return _parse_cseq(value)
+
+
+def _parse_cseq(value: str) -> tuple[int, str]:
+    """The parse behind :func:`parse_cseq`.
 
     The number must fit 32 bits unsigned (§20.16; RFC 4475 §3.1.2.4). Values we *send* start
     below 2**31 (§8.1.1.5), but a peer may legitimately have counted past it.

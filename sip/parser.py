@@ -73,6 +73,7 @@ _LINE_END = re.compile(r"\r?\n")
 # met on the wire are added while the cache is small, so a flood of made-up names cannot grow it.
 _NAME_CACHE: dict[str, tuple[str, str]] = {}
 _NAME_CACHE_MAX = 4096
+_NAME_CACHE_KEY_MAX = 64  # real names are under 30 characters; long made-up ones are not kept
 
 
 def _classify_name(raw: str) -> tuple[str, str]:
@@ -81,7 +82,7 @@ def _classify_name(raw: str) -> tuple[str, str]:
         raise SipParseError("Bad header name", detail=repr(raw[:100]))
     canon = canonical_name(name)
     entry = (canon.lower(), canon)
-    if len(_NAME_CACHE) < _NAME_CACHE_MAX:
+    if len(_NAME_CACHE) < _NAME_CACHE_MAX and len(raw) <= _NAME_CACHE_KEY_MAX:
         _NAME_CACHE[raw] = entry
     return entry
 

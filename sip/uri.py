@@ -229,15 +229,22 @@ def parse_uri(text: str) -> Uri:
     raise SipParseError("Unsupported URI Scheme", 416, detail=f"scheme {scheme!r}")
 
 
-@functools.lru_cache(maxsize=1024)
 def parse_uri_shared(text: str) -> Uri:
     """:func:`parse_uri`, memoised: the *same* object for the same text. Do not mutate it.
 
     For readers only (validation, routing, next hop). A call parses the same few URIs — the
     Request-URI, each side's Contact, the centre's URI — about ten times across the layers;
     a hit costs a dict probe instead of a parse. Errors are not cached: a bad URI raises each
-    time, as :func:`parse_uri` does.
+    time, as :func:`parse_uri` does. URIs over 512 characters are parsed afresh each time, so
+    long unique ones cannot make the cache pin memory.
     """
+    if len(text) > 512:
+        return parse_uri(text)
+    return _parse_uri_memo(text)
+
+
+@functools.lru_cache(maxsize=1024)
+def _parse_uri_memo(text: str) -> Uri:
     return parse_uri(text)
 
 

@@ -111,3 +111,30 @@ def test_stream_body_over_limit_is_refused_before_it_is_buffered() -> None:
     assert isinstance(error, SipParseError) and error.status == 413 and framer.broken
     response = make_error_response(error)  # answered before the connection is closed
     assert response is not None and response.status == 413
+
+
+def test_long_unique_values_are_not_memoised(snapshot: RoutingSnapshot) -> None:
+    # Memo caches are bounded by entry count; only short texts enter them, so a peer sending
+    # long unique names and values cannot make them pin memory (4,000 such OPTIONS held
+    # ~200 MB before: fuzz/fuzz_parser.py finding).
+    from sip import headers, parser, uri
+
+    def sizes() -> tuple[int, int, int, int]:
+        return (len(parser._NAME_CACHE), headers._parse_name_addr_memo.cache_info().currsize,
+                uri._parse_uri_memo.cache_info().currsize,
+                headers._parse_cseq_memo.cache_info().currsize)
+
+    long_name = "X-" + "n" * 2000
+    long_display = '"' + "d" * 2000 + '" <sip:a@carrier.example>;tag=t'
+    long_uri = "sip:" + "u" * 2000 + "@127.0.0.1"
+    data = options(extra=[f"{long_name}: 1"]).replace(
+        b"From: <sip:probe@carrier.example>;tag=lim", f"From: {long_display}".encode()).replace(
+        b"OPTIONS sip:127.0.0.1 ", f"OPTIONS {long_uri} ".encode())
+    answered(snapshot, data)  # warm every short value of the message
+    before = sizes()
+    for i in range(3):
+        unique = data.replace(b"nnnn", f"{i:04d}".encode(), 1).replace(
+            b"dddd", f"{i:04d}".encode(), 1).replace(b"uuuu", f"{i:04d}".encode(), 1)
+        assert answered(snapshot, unique)[0] == 200
+    assert sizes() == before
+    assert headers.parse_name_addr_shared(long_display).display == "d" * 2000
