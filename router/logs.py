@@ -98,23 +98,21 @@ def _call_fields(_logger: WrappedLogger, _name: str, event_dict: EventDict) -> E
 
 
 class _EventLog:
-    """A structlog logger behind the stdlib logger of the same name.
+    """Events of one stdlib logger: its level decides (a SIGHUP reload changes it at run time)
+    and is checked before anything is built, so a disabled event costs one method call.
 
-    The stdlib level decides (a SIGHUP reload changes it at run time) and is checked before
-    anything is built, so a disabled event costs one method call."""
+    Fields travel as the record's ``extra`` (no name of a LogRecord attribute: ``name``,
+    ``msg``, ``args``, ``module``…) and are rendered by the handler's ProcessorFormatter; going
+    straight to stdlib rather than through a structlog BoundLogger saves ~10 µs a line."""
 
     def __init__(self, name: str, level: int) -> None:
         self.std = logging.getLogger(name)
         self.level = level
-        self.log = structlog.wrap_logger(
-            self.std, processors=[structlog.stdlib.render_to_log_kwargs],
-            wrapper_class=structlog.stdlib.BoundLogger,
-        )  # fmt: skip
 
     def emit(self, event: str, fields: dict[str, Any], level: int | None = None) -> None:
         level = self.level if level is None else level
         if self.std.isEnabledFor(level):
-            self.log.log(level, event, **fields)
+            self.std.log(level, event, extra=fields)
 
 
 _CALL_EVENTS = _EventLog("nodrute.call", logging.DEBUG)
