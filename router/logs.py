@@ -176,30 +176,32 @@ def _is_tty(stream: TextIO) -> bool:
         return False
 
 
-def configure_logging(settings: LogSettings, stream: TextIO | None = None) -> logging.Handler:
-    """Route every log line of the process through one handler on ``stream`` (stderr).
-
-    Replaces the handler an earlier call installed (a reload may change the format); other
-    handlers (pytest's) are left alone. Returns the handler."""
-    stream = sys.stderr if stream is None else stream
+def _formatter(log_format: LogFormat, stream: TextIO) -> logging.Formatter:
     tty = _is_tty(stream)
-    console = settings.format == "console" or (settings.format == "auto" and tty)
+    console = log_format == "console" or (log_format == "auto" and tty)
     renderer: Processor = (structlog.dev.ConsoleRenderer(
         colors=tty, exception_formatter=structlog.dev.plain_traceback) if console
                            else structlog.processors.JSONRenderer(default=str))
-    formatter = structlog.stdlib.ProcessorFormatter(
+    return structlog.stdlib.ProcessorFormatter(
         foreign_pre_chain=_shared_processors(console),
         processors=[structlog.stdlib.ProcessorFormatter.remove_processors_meta, renderer],
     )
+
+
+def configure_logging(settings: LogSettings, stream: TextIO | None = None) -> logging.Handler:
+    """Route every log line of the process through one handler on ``stream`` (stderr).
+
+    Replaces the handler an earlier call installed; other handlers (pytest's) are left alone.
+    Returns the handler."""
+    stream = sys.stderr if stream is None else stream
     handler = logging.StreamHandler(stream)
-    handler.setFormatter(formatter)
+    handler.setFormatter(_formatter(settings.format, stream))
     setattr(handler, _HANDLER_MARK, True)
     root = logging.getLogger()
     for old in [h for h in root.handlers if getattr(h, _HANDLER_MARK, False)]:
         root.removeHandler(old)
     root.addHandler(handler)
-    root.setLevel(settings.level)
-    _CALL_EVENTS.level = logging.getLevelName(settings.call_events)
+    apply_log_settings(settings)
     # structlog.get_logger() anywhere else ends in the same handler.
     structlog.configure(
         processors=[structlog.stdlib.filter_by_level,
@@ -210,3 +212,14 @@ def configure_logging(settings: LogSettings, stream: TextIO | None = None) -> lo
         cache_logger_on_first_use=True,
     )  # fmt: skip
     return handler
+
+
+def apply_log_settings(settings: LogSettings) -> None:
+    """Level, per-call event level and format at once (a SIGHUP reload): the format changes on
+    the handler :func:`configure_logging` installed, if there is one (none is added here)."""
+    root = logging.getLogger()
+    for handler in root.handlers:
+        if getattr(handler, _HANDLER_MARK, False) and isinstance(handler, logging.StreamHandler):
+            handler.setFormatter(_formatter(settings.format, handler.stream))
+    root.setLevel(settings.level)
+    _CALL_EVENTS.level = logging.getLevelName(settings.call_events)

@@ -7,7 +7,7 @@ that do not exist — changes nothing: the node keeps its running config, logs w
 
 What applies at once (:data:`RESTART_ONLY` lists the rest):
 
-* ``[log] level``;
+* ``[log]`` level, format and call_events;
 * ``[[trunks]]`` (source CIDRs, municipality sources, header name);
 * ``[routing]`` default centres and ring timeouts, ``[failover]`` timers and final codes;
 * ``[health]`` interval, timeout and hysteresis (the destinations keep their state);
@@ -116,8 +116,10 @@ async def reload_config(router: RunningRouter, path: Path) -> bool:
     for name in ignored:
         log.warning("config reload: %s changed in %s but needs a restart; keeping the running "
                     "value", name, path)
-    if settings.log.level != running.log.level:
-        logging.getLogger().setLevel(settings.log.level)
+    if settings.log != running.log:
+        from .logs import apply_log_settings
+
+        apply_log_settings(settings.log)  # level, call_events, format
     router.b2bua.reconfigure(settings, router.endpoint.now())
     router.endpoint.pump(router.endpoint.now())  # re-arm the timer for changed probe timers
     log.warning("config reloaded from %s (%d restart-only changes ignored)", path, len(ignored))

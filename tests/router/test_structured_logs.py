@@ -28,7 +28,7 @@ from b2bua_harness import (
 from municipality_map import RoutingSnapshot
 from router import logs as node_logs
 from router.config import LogSettings
-from router.logs import ANONYMOUS, configure_logging
+from router.logs import ANONYMOUS, apply_log_settings, configure_logging
 from sip.message import Request, Response
 
 CALLER_NUMBER = "4790000001"  # caller_invite(1)'s From user; P-Asserted-Identity +4790000001
@@ -183,3 +183,16 @@ def test_without_privacy_the_caller_is_logged(snapshot: RoutingSnapshot, log_to:
     [ended] = json_lines(stream)
     assert ended["caller"] == f"sip:{CALLER_NUMBER}@carrier.example"
 
+
+
+def test_a_reload_changes_level_and_format_on_the_installed_handler(log_to: Any) -> None:
+    stream = log_to(io.StringIO(), level="WARNING", format="json")
+    node = logging.getLogger("nodrute.app")
+    node.info("not yet")
+    apply_log_settings(LogSettings(level="INFO", format="console"))
+    node.info("now readable")
+    text = stream.getvalue()
+    assert "not yet" not in text
+    assert "now readable" in text and not text.lstrip().startswith("{")
+    assert len([h for h in logging.getLogger().handlers if h.formatter is not None
+                and "ProcessorFormatter" in type(h.formatter).__name__]) == 1
