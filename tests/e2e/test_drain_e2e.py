@@ -153,7 +153,7 @@ def test_sigterm_under_load_drops_no_call_and_refuses_new_ones(
     assert len(first_requests(centre.messages(), "BYE")) == len(taken)
     log = router.stderr_text()
     assert f"{len(taken)} calls were in progress, 0 released by the node" in log, log[-2000:]
-    assert "reason=node_shutdown" not in log
+    assert "node_shutdown" not in log  # no "call ended" with reason node_shutdown (any format)
     assert drained_after_s < HOLD_MS / 1000 + 10
 
 
