@@ -10,7 +10,8 @@ import pytest
 
 from router.call_record import CallRecord, TerminatedReason
 from router.hunt import Attempt, AttemptEnd
-from router.records import chain_hooks, read_rows, record_row
+from router.record_rows import read_rows, record_row
+from router.records import chain_hooks
 
 # Loop clock 1000.0 is 2027-01-15T08:00:00Z.
 EPOCH = datetime(2027, 1, 15, 8, 0, tzinfo=UTC).timestamp()
