@@ -53,6 +53,10 @@ _CALL_KEY = "call"
 
 _HANDLER_MARK = "_nodrute_handler"
 
+_CHATTY_LIBRARIES = ("aiosqlite",)
+"""Loggers kept at INFO or above even at ``[log] level = "DEBUG"``: aiosqlite logs every
+statement with its parameters — a call record's caller among them, Privacy or not."""
+
 
 class _CallOwner(Protocol):
     @property
@@ -222,4 +226,6 @@ def apply_log_settings(settings: LogSettings) -> None:
         if getattr(handler, _HANDLER_MARK, False) and isinstance(handler, logging.StreamHandler):
             handler.setFormatter(_formatter(settings.format, handler.stream))
     root.setLevel(settings.level)
+    for name in _CHATTY_LIBRARIES:
+        logging.getLogger(name).setLevel(max(root.level, logging.INFO))
     _CALL_EVENTS.level = logging.getLevelName(settings.call_events)

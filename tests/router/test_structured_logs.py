@@ -54,6 +54,7 @@ def log_to() -> Iterator[Any]:
     for handler in handlers:
         root.removeHandler(handler)
     root.setLevel(level)
+    logging.getLogger("aiosqlite").setLevel(logging.NOTSET)
     node_logs._CALL_EVENTS.level = logging.DEBUG
     structlog.reset_defaults()
 
@@ -196,3 +197,11 @@ def test_a_reload_changes_level_and_format_on_the_installed_handler(log_to: Any)
     assert "now readable" in text and not text.lstrip().startswith("{")
     assert len([h for h in logging.getLogger().handlers if h.formatter is not None
                 and "ProcessorFormatter" in type(h.formatter).__name__]) == 1
+
+
+def test_debug_level_keeps_aiosqlite_statements_out(log_to: Any) -> None:
+    # aiosqlite logs each statement with its parameters (a call record's caller) at DEBUG.
+    stream = log_to(io.StringIO(), level="DEBUG", format="json")
+    logging.getLogger("aiosqlite").debug("executing INSERT ... %s", CALLER_NUMBER)
+    logging.getLogger("nodrute.app").debug("ours")
+    assert [line["event"] for line in json_lines(stream)] == ["ours"]
