@@ -81,7 +81,7 @@ class CallRecordWriter:
         replay_interval_s: float = 5.0,
         write_timeout_s: float = 10.0,
         linger_s: float = 0.5,
-        offset_s: float = 0.0,
+        offset_s: float | None = None,
         observer: RecordsObserver | None = None,
     ) -> None:
         self._open_store = open_store
@@ -100,8 +100,11 @@ class CallRecordWriter:
         self._closing = False
         self._batch_full = asyncio.Event()
         """Set when a batch's worth is queued (or at stop): the write loop stops lingering."""
-        self.offset_s = offset_s
-        """Added to the loop's monotonic clock to get Unix time (:func:`wall_offset_s`)."""
+        self._follow_wall_clock = offset_s is None
+        self.offset_s = 0.0 if offset_s is None else offset_s
+        """Added to the loop's monotonic clock to get Unix time (:func:`wall_offset_s`). None
+        at construction: taken at :meth:`start` and again every ``replay_interval_s``, so a
+        long-running node follows NTP's corrections of the wall clock."""
         self._observer = observer
         self._store: RowStore | None = None
         self._store_lock = asyncio.Lock()
@@ -114,6 +117,8 @@ class CallRecordWriter:
         self.counts: dict[str, int] = {"written": 0, "spilled": 0, "replayed": 0, "lost": 0}
         if observer is not None:
             observer.track_records_queue(self.queue_depth)
+        with contextlib.suppress(RuntimeError):  # no running loop: taken at start()
+            self._sync_wall_clock()
 
     # ------------------------------------------------------------------ the call path
 
@@ -152,6 +157,7 @@ class CallRecordWriter:
 
     def start(self) -> None:
         """Start the background tasks (on the running loop)."""
+        self._sync_wall_clock()
         self._tasks = [
             asyncio.create_task(self._write_loop(), name="records-write"),
             asyncio.create_task(self._replay_loop(), name="records-replay"),
@@ -257,8 +263,13 @@ class CallRecordWriter:
             for _ in rows:  # only now: a cancel mid-spill leaves them for close()
                 self._overflow.popleft()
 
+    def _sync_wall_clock(self) -> None:
+        if self._follow_wall_clock:
+            self.offset_s = wall_offset_s(asyncio.get_running_loop().time())
+
     async def _replay_loop(self) -> None:
         while True:
+            self._sync_wall_clock()
             try:
                 await self.replay()
             except Exception:
@@ -346,7 +357,7 @@ def _brief(err: BaseException) -> str:
 def writer_from_settings(settings: NodruteSettings,
                          observer: RecordsObserver | None) -> CallRecordWriter | None:
     """The node's writer on ``[database] url`` (not started), or None with ``[records]``
-    ``enabled = false``. Call on the running loop: the wall-clock offset is taken now."""
+    ``enabled = false``."""
     config = settings.records
     if not config.enabled:
         return None
@@ -360,7 +371,7 @@ def writer_from_settings(settings: NodruteSettings,
     return CallRecordWriter(
         open_store, config.spill_path or default_spill_path(url), queue_size=config.queue_size,
         batch_size=config.batch_size, replay_interval_s=config.replay_interval_s,
-        offset_s=wall_offset_s(asyncio.get_running_loop().time()), observer=observer,
+        observer=observer,
     )  # fmt: skip
 
 

@@ -6,7 +6,7 @@ from __future__ import annotations
 import asyncio
 import json
 from collections.abc import Awaitable, Callable
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -408,3 +408,16 @@ async def test_a_full_batch_is_written_without_waiting_for_the_linger(
     await writer.close()
     await store.close()
     assert batches == [5, 5, 2]
+
+
+async def test_a_node_writer_stamps_wall_clock_time(tmp_path: Path) -> None:
+    async def never() -> RowStore:
+        raise AssertionError("not reached")
+
+    writer = CallRecordWriter(never, tmp_path / "spill.jsonl")  # no offset: the node's clock
+    loop_now = asyncio.get_running_loop().time()
+    before = datetime.now(UTC)
+    writer.submit(CallRecord("c", "113", "default", "sip:x@y", started_at=loop_now))
+    row = writer._queue.get_nowait()
+    started = datetime.fromisoformat(row["started_at"])
+    assert before - timedelta(seconds=1) <= started <= datetime.now(UTC)
