@@ -60,15 +60,32 @@ def _chunk(type_id: int, value: bytes) -> bytes:
     return _CHUNK.pack(0, type_id, _CHUNK.size + len(value)) + value
 
 
+_MIDDLE = struct.Struct("!HHHI HHHI HHHB HHHI")
+"""Timestamp seconds, microseconds, protocol type and capture agent id: four chunks at once."""
+
+
 @functools.lru_cache(maxsize=1024)  # a node talks to a handful of peers
-def _addresses(src: str, dst: str) -> tuple[int, bytes, bytes]:
-    """Family and packed addresses; a mix of IPv4 and IPv6 is sent as IPv6 (v4-mapped)."""
-    source, dest = ipaddress.ip_address(src), ipaddress.ip_address(dst)
+def _address_chunks(src: Address, dst: Address, transport: str) -> bytes:
+    """IP family, protocol, addresses and ports (chunks 0x0001-0x0008) of one flow.
+
+    A mix of IPv4 and IPv6 is sent as IPv6 (the IPv4 side v4-mapped)."""
+    source, dest = ipaddress.ip_address(src[0]), ipaddress.ip_address(dst[0])
     if source.version == dest.version == 4:
-        return AF_INET, source.packed, dest.packed
-    as_v6 = [ipaddress.IPv6Address(f"::ffff:{a}") if a.version == 4 else a
-             for a in (source, dest)]
-    return AF_INET6, as_v6[0].packed, as_v6[1].packed
+        family, src_kind, dst_kind = AF_INET, CHUNK_IPV4_SRC, CHUNK_IPV4_DST
+        src_ip, dst_ip = source.packed, dest.packed
+    else:
+        family, src_kind, dst_kind = AF_INET6, CHUNK_IPV6_SRC, CHUNK_IPV6_DST
+        src_ip, dst_ip = (ipaddress.IPv6Address(f"::ffff:{a}").packed if a.version == 4
+                          else a.packed for a in (source, dest))
+    protocol = IPPROTO_UDP if transport.upper() == "UDP" else IPPROTO_TCP
+    return b"".join([
+        _chunk(CHUNK_IP_FAMILY, bytes((family,))),
+        _chunk(CHUNK_IP_PROTO, bytes((protocol,))),
+        _chunk(src_kind, src_ip),
+        _chunk(dst_kind, dst_ip),
+        _chunk(CHUNK_SRC_PORT, struct.pack("!H", src[1])),
+        _chunk(CHUNK_DST_PORT, struct.pack("!H", dst[1])),
+    ])
 
 
 def encode_hep3(payload: bytes, src: Address, dst: Address, *, transport: str,
@@ -78,28 +95,21 @@ def encode_hep3(payload: bytes, src: Address, dst: Address, *, transport: str,
 
     ``transport``: ``UDP``, ``TCP`` or ``TLS`` (TLS is TCP on the wire); ``timestamp``: wall
     clock seconds (``time.time()``) of the capture."""
-    family, src_ip, dst_ip = _addresses(src[0], dst[0])
-    v4 = family == AF_INET
+    if len(payload) > _MAX_TOTAL:
+        raise HepTooLarge(f"{len(payload)} bytes of payload do not fit in a HEPv3 packet")
     seconds = int(timestamp)
     micros = min(round((timestamp - seconds) * 1_000_000), 999_999)
     parts = [
-        _chunk(CHUNK_IP_FAMILY, bytes((family,))),
-        _chunk(CHUNK_IP_PROTO, bytes((IPPROTO_UDP if transport.upper() == "UDP"
-                                      else IPPROTO_TCP,))),
-        _chunk(CHUNK_IPV4_SRC if v4 else CHUNK_IPV6_SRC, src_ip),
-        _chunk(CHUNK_IPV4_DST if v4 else CHUNK_IPV6_DST, dst_ip),
-        _chunk(CHUNK_SRC_PORT, struct.pack("!H", src[1])),
-        _chunk(CHUNK_DST_PORT, struct.pack("!H", dst[1])),
-        _chunk(CHUNK_TIME_SEC, struct.pack("!I", seconds)),
-        _chunk(CHUNK_TIME_USEC, struct.pack("!I", micros)),
-        _chunk(CHUNK_PROTO_TYPE, bytes((proto_type,))),
-        _chunk(CHUNK_CAPTURE_ID, struct.pack("!I", node_id)),
+        b"",  # the header, once the length is known
+        _address_chunks(src, dst, transport),
+        _MIDDLE.pack(0, CHUNK_TIME_SEC, 10, seconds, 0, CHUNK_TIME_USEC, 10, micros,
+                     0, CHUNK_PROTO_TYPE, 7, proto_type, 0, CHUNK_CAPTURE_ID, 10, node_id),
+        _chunk(CHUNK_AUTH_KEY, auth_key.encode()) if auth_key else b"",
+        _CHUNK.pack(0, CHUNK_PAYLOAD, _CHUNK.size + len(payload)),
+        payload,
     ]
-    if auth_key:
-        parts.append(_chunk(CHUNK_AUTH_KEY, auth_key.encode()))
-    parts.append(_chunk(CHUNK_PAYLOAD, payload))
-    body = b"".join(parts)
-    total = _HEADER.size + len(body)
+    total = _HEADER.size + sum(len(part) for part in parts)
     if total > _MAX_TOTAL:
         raise HepTooLarge(f"{len(payload)} bytes of payload do not fit in a HEPv3 packet")
-    return _HEADER.pack(HEP3_MAGIC, total) + body
+    parts[0] = _HEADER.pack(HEP3_MAGIC, total)
+    return b"".join(parts)
