@@ -568,12 +568,13 @@ class StreamFramer:
                                 detail="required on stream transports (RFC 3261 §18.3)",
                                 partial=_partial(head))
         values = {value.strip(b" \t") for value in lengths}
+        # RFC 4475 §3.1.2.3, §3.3.9: answer 400 (from the header section), then close
         if len(values) != 1:
-            raise SipParseError("Multiple Content-Length headers")
+            raise SipParseError("Multiple Content-Length headers", partial=_partial(head))
         try:
             length = parse_content_length(values.pop().decode("ascii"))
-        except UnicodeDecodeError:
-            raise SipParseError("Bad Content-Length header") from None
+        except (UnicodeDecodeError, SipParseError):
+            raise SipParseError("Bad Content-Length header", partial=_partial(head)) from None
         total = end + 4 + length
         if total > limit:
             raise SipParseError("Message Too Large", 513, detail=f"{total} octets",

@@ -252,3 +252,20 @@ def test_broadcast_via_is_never_a_destination(snapshot: RoutingSnapshot) -> None
     vias = [Via.parse(v) for v in response.headers.get_all("Via")]
     assert vias[1].host == "255.255.255.255"
     assert receive(snapshot, response.to_bytes()) == []  # no transaction: dropped, not relayed
+
+
+def test_content_length_torture_over_a_stream() -> None:
+    # The manifest's stream variants: clerr waits for the rest of the body; a negative or
+    # doubled Content-Length loses the framing, is answered 400 and the connection is closed
+    from sip.errors import SipParseError
+    from sip.parser import StreamFramer, make_error_response
+
+    framer = StreamFramer()
+    assert framer.feed((DATA / "rfc4475" / "clerr.dat").read_bytes()) == []
+    assert not framer.broken and framer.buffered > 0
+    for name in ("ncl.dat", "mcl01.dat"):
+        framer = StreamFramer()
+        (error,) = framer.feed((DATA / "rfc4475" / name).read_bytes())
+        assert isinstance(error, SipParseError) and error.status == 400 and framer.broken
+        response = make_error_response(error)  # sent before the connection is closed
+        assert response is not None and response.status == 400
