@@ -306,6 +306,11 @@ def main() -> None:
                         help="fake seconds per call (time compression for the linger timers)")
     parser.add_argument("--log-level", default="INFO",
                         help="level of the 'nodrute' loggers (the router's default is INFO)")
+    parser.add_argument("--log-format", default="json", choices=("json", "console", "plain"),
+                        help="router/logs.py as `nodrute serve` with stderr to a file (json), "
+                             "or plain stdlib logging (the set-up before structlog)")
+    parser.add_argument("--call-events", default="DEBUG", choices=("DEBUG", "INFO"),
+                        help="[log] call_events: the level of the per-call state events")
     parser.add_argument("--cprofile", type=int, metavar="TOP", default=0,
                         help="print the TOP functions by own time instead of timing")
     parser.add_argument("--json", action="store_true", help="print one JSON object")
@@ -315,8 +320,16 @@ def main() -> None:
     args = parser.parse_args()
     # The router's logging as `nodrute serve` sets it up, written where it costs what a
     # redirected stderr costs (a file), so the per-call log line is measured too.
-    logging.basicConfig(level=args.log_level, stream=open("/dev/null", "w"),  # noqa: SIM115
-                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    sink = open("/dev/null", "w")  # noqa: SIM115
+    if args.log_format == "plain":
+        logging.basicConfig(level=args.log_level, stream=sink,
+                            format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    else:
+        from router.config import LogSettings
+        from router.logs import configure_logging
+
+        configure_logging(LogSettings(level=args.log_level, format=args.log_format,
+                                      call_events=args.call_events), sink)
     if args.cprofile:
         print(profile(args.calls, args.warmup, args.step, args.cprofile, args.metrics))
         return
