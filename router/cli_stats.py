@@ -18,6 +18,7 @@ import typer
 from .cli_table import _parse_instant, _settings
 from .config import DEFAULT_CONFIG_PATH
 from .records_store import CallRecordStore, StatsCall
+from .secrets import mask_secrets, mask_url
 from .stats import StatsRow, compute_stats
 
 
@@ -109,8 +110,8 @@ def stats(
     try:
         calls = asyncio.run(read())
     except Exception as err:  # unreachable database, bad URL
-        typer.echo(f"error: call records not readable from {settings.database.url}: {err}",
-                   err=True)
+        typer.echo(f"error: call records not readable from {mask_url(settings.database.url)}: "
+                   f"{mask_secrets(str(err))}", err=True)
         raise typer.Exit(1) from None
     rows = compute_stats(calls)
     if output_format is StatsFormat.JSON:
