@@ -237,3 +237,29 @@ def test_centres_named_by_host_are_warned_about(tmp_path: Path,
     assert "127.0.0.1" in addresses and "amk-oslo.example" not in addresses
     assert "AMK-OSLO (amk-oslo.example)" in caplog.text
     assert "trusted_sources" in caplog.text
+
+
+def test_refusals_reach_the_rejected_metric_by_reason(snapshot: RoutingSnapshot) -> None:
+    from router.metrics import NodeMetrics
+
+    metrics = NodeMetrics()
+    policy = AdmissionPolicy(fixed(settings(burst=2, rate_pps=1.0)), lambda: snapshot,
+                             on_reject=metrics.note_rejected)
+    for _ in range(5):
+        policy.admit(OPTIONS, STRANGER, "UDP", 0.0)
+    value = metrics.registry.get_sample_value
+    assert value("nodrute_rejected_total", {"reason": "unknown_source"}) == 2
+    assert value("nodrute_rejected_total", {"reason": "rate_limited"}) == 3
+    metrics.track_blocked_sources(lambda: policy.limiter.blocked_count(0.0))
+    assert value("nodrute_blocked_sources") == 0
+
+
+def test_a_changed_security_section_starts_a_fresh_limiter(snapshot: RoutingSnapshot) -> None:
+    current = [settings(block_after_s=0.0)]
+    policy = AdmissionPolicy(lambda: current[0], lambda: snapshot)
+    for _ in range(30):
+        policy.admit(OPTIONS, STRANGER, "UDP", 0.0)
+    assert policy.limiter.is_blocked(STRANGER[0], 1.0)
+    current[0] = settings(block_after_s=0.0, rate_pps=1000.0, burst=1000)
+    assert policy.admit(RESPONSE, STRANGER, "UDP", 1.0) is Admission.ADMIT
+    assert policy.limiter.rate_pps == 1000.0
