@@ -205,3 +205,30 @@ def test_debug_level_keeps_aiosqlite_statements_out(log_to: Any) -> None:
     logging.getLogger("aiosqlite").debug("executing INSERT ... %s", CALLER_NUMBER)
     logging.getLogger("nodrute.app").debug("ours")
     assert [line["event"] for line in json_lines(stream)] == ["ours"]
+
+
+def test_media_calls_log_the_ivr_and_the_media_release(snapshot: RoutingSnapshot,
+                                                       log_to: Any) -> None:
+    from test_call_media_anchor import AMK_OSLO, FakeEngine, answered_media_call, media_harness
+
+    from ivr.config import MediaSettings
+    from router.config import NodruteSettings
+
+    stream = log_to(io.StringIO(), level="DEBUG", format="json")
+    engine = FakeEngine()
+    h = media_harness(snapshot, engine, NodruteSettings(
+        media=MediaSettings(enabled=True, mode="release")))
+    answered_media_call(h, engine, 1)
+    to_caller = h.take_one("INVITE", CARRIER).message
+    assert isinstance(to_caller, Request)
+    h.feed(response_to(to_caller, 200, body=SDP_ANSWER, to_tag=None))
+    to_centre = h.take_one("INVITE", AMK_OSLO).message
+    assert isinstance(to_centre, Request)
+    h.feed(response_to(to_centre, 200, body=SDP_ANSWER, to_tag=None), source=AMK_OSLO)
+    events = [(line["event"], line.get("state")) for line in json_lines(stream)
+              if line["logger"] == "nodrute.call"]
+    assert events == [("call.state", "routing"), ("call.ivr", None),
+                      ("call.state", "calling"), ("call.state", "answered"),
+                      ("call.state", "confirmed"), ("call.media_released", None)]
+    ivr = next(line for line in json_lines(stream) if line["event"] == "call.ivr")
+    assert ivr["early_media"] is True and ivr["centre"] == "AMK-OSLO"
