@@ -20,9 +20,11 @@ the flags. One run, everything on 127.0.0.1:
    calls with a long hold time at a moderate rate until ``rate x hold`` calls are up at
    once; reports the peak of concurrent calls and the router's RSS growth per held call.
 
-The media section (bench_media.py) and the caller-location section (bench_location.py:
-geo_bench.py lookup times, location_parse_bench.py parse times, no SIPp) follow;
-``--only calls|media|location``, ``--no-media``, ``--no-location``.
+The media section (bench_media.py), the caller-location section (bench_location.py:
+geo_bench.py lookup times, location_parse_bench.py parse times, no SIPp) and the failover
+section (failover_bench.py: the time each kind of primary-centre failure adds before the
+backup answers) follow; ``--only calls|media|location|failover``, ``--no-media``,
+``--no-location``, ``--no-failover``.
 
 Per step it records calls/s achieved (successful calls / the longer of the step's length and
 the time of the last 200 OK), failed calls (by SIPp's reason), retransmissions (UAC and UAS),
@@ -87,6 +89,9 @@ from bench_processes import (
     stat_int,
     udp_rcvbuf_errors,
 )
+from failover_bench import markdown as failover_markdown
+from failover_bench import parse_args as failover_parse_args
+from failover_bench import run_failover_section
 
 BENCH_CONFIG = REPO / "configs" / "bench.toml"
 # SIPp's socket buffers default to 64 KiB; at 1000+ calls/s its own sockets overflow. 4 MiB
@@ -386,6 +391,9 @@ def markdown_report(report: dict[str, Any]) -> str:
         lines += markdown_media(report["media"])
     if report.get("location"):
         lines += markdown_location(report["location"])
+    if report.get("failover"):
+        lines += ["", *failover_markdown(report["failover"]).replace(
+            "# Failover bench", "## Failover (loadtests/failover_bench.py)").splitlines()]
     return "\n".join(lines) + "\n"
 
 
@@ -527,9 +535,10 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     parser.add_argument("--keep-work", action="store_true",
                         help="keep SIPp's and the router's files in <out>/work-<timestamp>")
     media = parser.add_argument_group("media (loadtests/bench_media.py)")
-    media.add_argument("--only", choices=("calls", "media", "location"), default=None,
-                       help="run only the call bench (ramp, ceiling, held), the media or the "
-                       "caller-location micro-benchmarks")
+    media.add_argument("--only", choices=("calls", "media", "location", "failover"),
+                       default=None,
+                       help="run only the call bench (ramp, ceiling, held), the media, the "
+                       "caller-location micro-benchmarks or the failover times")
     media.add_argument("--no-media", action="store_true", help="skip the media section")
     media.add_argument("--ivr-steps", default=DEFAULT_IVR_STEPS,
                        help="concurrent IVR sessions (116117 callers hearing the greeting)")
@@ -550,6 +559,11 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
                           help="skip geo_bench.py and location_parse_bench.py")
     location.add_argument("--geo-points", type=int, default=100_000,
                           help="random points per geo_bench.py lookup series")
+    failover = parser.add_argument_group("failover times (loadtests/failover_bench.py)")
+    failover.add_argument("--no-failover", action="store_true",
+                          help="skip the failover section")
+    failover.add_argument("--failover-calls", type=int, default=100,
+                          help="calls per failure type at 100 calls/s")
     args = parser.parse_args(argv)
     if args.only == "media" and args.no_media:
         parser.error("--only media and --no-media exclude each other")
@@ -631,6 +645,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             "calls": args.only in (None, "calls"),
             "media": args.only in (None, "media") and not args.no_media,
             "location": args.only in (None, "location") and not args.no_location,
+            "failover": args.only in (None, "failover") and not args.no_failover,
         },
         "environment": {
             "cpu_count": os.cpu_count(), "loadavg_before": load_average(),
@@ -723,6 +738,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     if report["parameters"]["location"]:
         report["location"] = run_location_section(
             points=args.geo_points, repeat=100, runs=300, log=log)
+    if report["parameters"]["failover"]:
+        log("failover: one primary failure type at a time, 100 calls/s ...")
+        report["failover"] = run_failover_section(failover_parse_args(
+            ["--calls", str(args.failover_calls), "--out", str(workdir / "failover")]), stamp)
     report["highest_zero_failure_rate"] = {
         target: highest_clean_rate(report["steps"][target])
         for target in ("router", "ceiling", "kamailio")
