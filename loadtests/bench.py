@@ -79,6 +79,7 @@ from bench_processes import (
     ProcessSampler,
     Router,
     Sipp,
+    copy_table_with_uris,
     percentile,
     read_rtt,
     read_stat_lines,
@@ -147,23 +148,15 @@ def choose_call_mix(
 
 def write_bench_table(source: Path, target: Path, centres: Sequence[BenchCentre]) -> Path:
     """Copy the routing table, pointing the bench centres at the bench's ports."""
-    shutil.copytree(source, target)
-    path = target / "centres.csv"
-    with path.open(encoding="utf-8-sig", newline="") as f:
-        reader = csv.DictReader(f)
-        fieldnames = list(reader.fieldnames or [])
-        rows = list(reader)
     port_of = {c.centre_id: c.port for c in centres}
-    for row in rows:
-        port = port_of.get(row["centre_id"])
-        if port is not None:
-            uri = row["uris"].split()[0]
-            row["uris"] = re.sub(r"@[^;>]+", f"@{LOOPBACK}:{port}", uri, count=1)
-    with path.open("w", encoding="utf-8", newline="") as f:
-        writer = csv.DictWriter(f, fieldnames=fieldnames, lineterminator="\n")
-        writer.writeheader()
-        writer.writerows(rows)
-    return target
+
+    def uris_for(centre_id: str, uris: str) -> str:
+        port = port_of.get(centre_id)
+        if port is None:
+            return uris
+        return re.sub(r"@[^;>]+", f"@{LOOPBACK}:{port}", uris.split()[0], count=1)
+
+    return copy_table_with_uris(source, target, uris_for)
 
 
 def write_injection_file(path: Path, rows: Sequence[tuple[str, str, str]]) -> Path:

@@ -15,7 +15,7 @@ import sys
 import threading
 import time
 import uuid
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -340,3 +340,22 @@ class ProcessSampler:
             "router_rss_mib_peak": round(max([*self.rss, self.rss_after]) / mib, 1),
             "router_rss_mib_after": round(self.rss_after / mib, 1),
         }
+
+
+def copy_table_with_uris(source: Path, target: Path,
+                         uris_for: Callable[[str, str], str]) -> Path:
+    """Copy the routing table to ``target``; each centre's ``uris`` becomes
+    ``uris_for(centre_id, uris)`` (the bench's and tests' ports, closed ports …)."""
+    shutil.copytree(source, target)
+    path = target / "centres.csv"
+    with path.open(encoding="utf-8-sig", newline="") as f:
+        reader = csv.DictReader(f)
+        fieldnames = list(reader.fieldnames or [])
+        rows = list(reader)
+    for row in rows:
+        row["uris"] = uris_for(row["centre_id"], row["uris"])
+    with path.open("w", encoding="utf-8", newline="") as f:
+        writer = csv.DictWriter(f, fieldnames=fieldnames, lineterminator="\n")
+        writer.writeheader()
+        writer.writerows(rows)
+    return target

@@ -36,8 +36,6 @@ wall clock on a shared machine: the load average is in the report.
 from __future__ import annotations
 
 import argparse
-import csv
-import io
 import json
 import os
 import platform
@@ -58,6 +56,7 @@ from bench_processes import (
     REPO,
     PortPool,
     Sipp,
+    copy_table_with_uris,
     percentile,
     running_router,
     sipp_binary,
@@ -112,23 +111,11 @@ class TypeResult:
 
 def failover_table(dst: Path, primary_uri: str, backup_uri: str, closed_port: int) -> Path:
     """The sample table with the primary and backup on the bench's ports, every other centre
-    on a closed TCP port (a call that went past the backup would fail, not hang)."""
-    shutil.copytree(TABLE_DIR, dst)
-    path = dst / "centres.csv"
-    with path.open(encoding="utf-8-sig", newline="") as f:
-        reader = csv.DictReader(f)
-        fields = list(reader.fieldnames or [])
-        rows = list(reader)
-    for row in rows:
-        cid = row["centre_id"]
-        row["uris"] = {PRIMARY: primary_uri, BACKUP: backup_uri}.get(
-            cid, f"sip:{cid.lower()}@127.0.0.1:{closed_port};transport=tcp")
-    out = io.StringIO()
-    writer = csv.DictWriter(out, fieldnames=fields, lineterminator="\n")
-    writer.writeheader()
-    writer.writerows(rows)
-    path.write_text(out.getvalue(), encoding="utf-8")
-    return dst
+    on a closed TCP port (refused at once: a call that went past the backup fails, not hangs;
+    a cheap miss when the health monitor probes it)."""
+    return copy_table_with_uris(TABLE_DIR, dst, lambda cid, _: {
+        PRIMARY: primary_uri, BACKUP: backup_uri}.get(
+            cid, f"sip:{cid.lower()}@127.0.0.1:{closed_port};transport=tcp"))
 
 
 def failover_steps(metrics_port: int) -> Counter[str]:

@@ -8,15 +8,13 @@ a transport-error miss, no UDP retransmissions), so one-second probing of 112 UR
 
 from __future__ import annotations
 
-import csv
-import io
 import re
-import shutil
 import time
 import urllib.request
 from pathlib import Path
 
 import pytest
+from bench_processes import copy_table_with_uris
 from router_process import TABLE_DIR, RunningRouter, running_router
 from sipp_harness import REPO, SippFleet, free_port
 from typer.testing import CliRunner
@@ -41,22 +39,9 @@ SLACK_S = 1.0
 
 
 def health_table(dst: Path, centre_port: int, closed_port: int) -> Path:
-    shutil.copytree(TABLE_DIR, dst)
-    path = dst / "centres.csv"
-    with path.open(encoding="utf-8-sig", newline="") as f:
-        reader = csv.DictReader(f)
-        fields = list(reader.fieldnames or [])
-        rows = list(reader)
-    for row in rows:
-        cid = row["centre_id"]
-        row["uris"] = (f"sip:{cid.lower()}@127.0.0.1:{centre_port}" if cid == CENTRE
-                       else f"sip:{cid.lower()}@127.0.0.1:{closed_port};transport=tcp")
-    out = io.StringIO()
-    writer = csv.DictWriter(out, fieldnames=fields, lineterminator="\n")
-    writer.writeheader()
-    writer.writerows(rows)
-    path.write_text(out.getvalue(), encoding="utf-8")
-    return dst
+    return copy_table_with_uris(TABLE_DIR, dst, lambda cid, _: (
+        f"sip:{cid.lower()}@127.0.0.1:{centre_port}" if cid == CENTRE
+        else f"sip:{cid.lower()}@127.0.0.1:{closed_port};transport=tcp"))
 
 
 def gauge(metrics_port: int, name: str) -> float | None:

@@ -16,9 +16,6 @@ centre is really given its ring time). ``nodrute_failover_total`` tells why each
 
 from __future__ import annotations
 
-import csv
-import io
-import shutil
 import threading
 import time
 import urllib.request
@@ -29,8 +26,9 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
+from failover_bench import failover_table
 from prometheus_client.parser import text_string_to_metric_families
-from router_process import TABLE_DIR, RunningRouter, running_router
+from router_process import RunningRouter, running_router
 from sipp_harness import (
     SippFleet,
     SippProcess,
@@ -63,28 +61,6 @@ RATE_PER_S = 100
 
 
 # --- the table, the router, the calls ----------------------------------------------------------
-
-
-def failover_table(dst: Path, primary_uri: str, backup_uri: str, closed_port: int) -> Path:
-    """The sample table with AMK-OSLO at ``primary_uri``, AMK-INNLANDET at ``backup_uri`` and
-    every other centre at a closed TCP port (refused at once: no retransmissions, and a cheap
-    miss when the health monitor probes it)."""
-    shutil.copytree(TABLE_DIR, dst)
-    path = dst / "centres.csv"
-    with path.open(encoding="utf-8-sig", newline="") as f:
-        reader = csv.DictReader(f)
-        fields = list(reader.fieldnames or [])
-        rows = list(reader)
-    for row in rows:
-        cid = row["centre_id"]
-        row["uris"] = {PRIMARY: primary_uri, BACKUP: backup_uri}.get(
-            cid, f"sip:{cid.lower()}@127.0.0.1:{closed_port};transport=tcp")
-    out = io.StringIO()
-    writer = csv.DictWriter(out, fieldnames=fields, lineterminator="\n")
-    writer.writeheader()
-    writer.writerows(rows)
-    path.write_text(out.getvalue(), encoding="utf-8")
-    return dst
 
 
 def centre_uri(centre_id: str, port: int, transport: str = "udp") -> str:
