@@ -222,14 +222,17 @@ class B2bua:
         self.active_calls -= 1
         self._trunk_load(call.trunk).calls -= 1
         record = call.record
-        self.counters[f"calls:{record.service}:{record.outcome.value}"] += 1
-        logs.call_summary(
-            record, "call ended", state="ended", reason=record.end_reason,
-            status=record.final_status, outcome=record.outcome.value,
-            source=record.location_source, caller=logs.caller_for_log(call.invite, record.caller),
-            attempts=[attempt.summary() for attempt in record.attempts],
-            location=list(record.location_evidence),
-        )  # fmt: skip
+        outcome = record.outcome.value
+        self.counters[f"calls:{record.service}:{outcome}"] += 1
+        if logs.call_summary_enabled():  # the fields are built only for a line written
+            logs.call_summary(
+                record, "call ended", state="ended", reason=record.end_reason,
+                status=record.final_status, outcome=outcome,
+                source=record.location_source,
+                caller=logs.caller_for_log(call.invite, record.caller),
+                attempts=[attempt.summary() for attempt in record.attempts],
+                location=list(record.location_evidence),
+            )  # fmt: skip
         if self._on_call_ended is not None:
             self._on_call_ended(record)
 

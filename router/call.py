@@ -345,14 +345,14 @@ class Call:
 
     def arm(self, now: float) -> None:
         """Recompute the call's next deadline and hand it to the dispatcher."""
-        deadlines: list[float] = []
-        if self.state in (CallState.CALLING, CallState.EARLY) and self.hunt is not None:
-            deadlines.append(self.hunt.deadline())
-        if self.state in (CallState.ROUTING, CallState.FAILING) and self.media is not None:
-            ivr_deadline = self.media.ivr_deadline()
-            if ivr_deadline is not None:
-                deadlines.append(ivr_deadline)
-        self.deadline = min(deadlines) if deadlines else None
+        state = self.state  # the two cases exclude each other: at most one deadline
+        if (state is CallState.CALLING or state is CallState.EARLY) and self.hunt is not None:
+            self.deadline = self.hunt.deadline()
+        elif (state is CallState.ROUTING or state is CallState.FAILING) \
+                and self.media is not None:
+            self.deadline = self.media.ivr_deadline()
+        else:
+            self.deadline = None
         self.host.schedule(self)
 
     @logs.in_call_context
@@ -399,10 +399,10 @@ class Call:
     def _on_centre_provisional(self, response: Response, now: float) -> None:
         if self.state not in (CallState.CALLING, CallState.EARLY):
             return
-        if self.hunt is not None and self.hunt.current is not None \
-                and self.hunt.current.provisional_at is None:
-            self.hunt.provisional(now)  # alive: now the ring timer runs
-            self.host.destination_reachable(self.hunt.current.uri, now)
+        attempt = self.hunt.current if self.hunt is not None else None
+        if attempt is not None and attempt.provisional_at is None:
+            attempt.provisional_at = now  # alive: now the ring timer runs (Hunt.provisional)
+            self.host.destination_reachable(attempt.uri, now)
             self.arm(now)
         if response.status == 100:
             return
@@ -636,7 +636,8 @@ class Call:
     def log_state(self, state: CallState, **fields: object) -> None:
         """Enter ``state`` and log it (``call.state``, at ``[log] call_events``: router/logs.py)."""
         self.state = state
-        logs.call_event("call.state", state=state.value, **fields)
+        if logs.call_events_enabled():  # off by default: skip the fields and the enum's value
+            logs.call_event("call.state", state=state.value, **fields)
 
     def end(self, reason: TerminatedReason, now: float) -> None:
         """The call is over: record why, free its media, retire it (idempotent)."""

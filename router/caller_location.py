@@ -92,10 +92,14 @@ def disagreement(location: CallerLocation,
     """Whether the carrier's municipality and the caller's position name different ones.
 
     Both go through the table (old numbers become today's) before they are compared."""
-    carrier = next((code for source, code in location.hints if source in CARRIER_SOURCES), None)
-    position = next((code for source, code in location.hints
-                     if source is LocationSource.GEO), None)
-    if carrier is None or position is None:
+    carrier = position = None
+    for source, code in location.hints:  # a plain loop: this runs for every call
+        if source is LocationSource.GEO:
+            if position is None:
+                position = code
+        elif carrier is None and source in CARRIER_SOURCES:
+            carrier = code
+    if carrier is None or position is None:  # no position (the common call): no lookups
         return False
     said, seen = lookup(carrier), lookup(position)
     if said is None or seen is None:

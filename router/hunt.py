@@ -127,8 +127,9 @@ class Hunt:
 
     def next(self, now: float) -> Attempt | None:
         """Start the next attempt, or None when the plan (and its passes) is exhausted."""
-        assert self.current is None, "end the current attempt first"
-        if now >= self.total_deadline:
+        attempts = self.attempts
+        assert not attempts or attempts[-1].end is not None, "end the current attempt first"
+        if now >= self.started_at + self.policy.total_ring_s:
             return None
         index = self._pick()
         if index is None and self._pass < self.policy.passes and self.plan:
@@ -141,26 +142,35 @@ class Hunt:
         destination = self.plan[index]
         attempt = Attempt(destination.centre_id, destination.uri, destination.role, now,
                           self._pass, skipped_down=not self.is_up(destination.uri))
-        self.attempts.append(attempt)
+        attempts.append(attempt)
         return attempt
 
     def _pick(self) -> int | None:
-        untried = [i for i in range(len(self.plan)) if i not in self._tried]
-        for index in untried:
-            if self.is_up(self.plan[index].uri):
+        tried = self._tried
+        is_up = self.is_up
+        first: int | None = None
+        for index, destination in enumerate(self.plan):
+            if index in tried:
+                continue
+            if is_up(destination.uri):
                 return index
-        return untried[0] if untried else None
+            if first is None:
+                first = index
+        return first
 
     def deadline(self) -> float:
         """When the current attempt must be abandoned (or the whole hunt, if sooner)."""
-        attempt = self.current
-        if attempt is None:
-            return self.total_deadline
+        policy = self.policy
+        total = self.started_at + policy.total_ring_s
+        attempts = self.attempts
+        if not attempts or attempts[-1].end is not None:  # no current attempt
+            return total
+        attempt = attempts[-1]
         if attempt.provisional_at is None:
-            limit = attempt.started_at + self.policy.first_response_s
+            limit = attempt.started_at + policy.first_response_s
         else:
-            limit = attempt.started_at + self.policy.attempt_ring_s
-        return min(limit, self.total_deadline)
+            limit = attempt.started_at + policy.attempt_ring_s
+        return limit if limit < total else total
 
     def expired(self, now: float) -> AttemptEnd | None:
         """Why the current attempt must stop at ``now``, or None if it may go on."""

@@ -145,6 +145,11 @@ def call_events_enabled() -> bool:
     return _CALL_EVENTS.std.isEnabledFor(_CALL_EVENTS.level)
 
 
+def call_summary_enabled() -> bool:
+    """Whether :func:`call_summary` writes anything (to skip building its fields)."""
+    return _CALL_EVENTS.std.isEnabledFor(logging.INFO)
+
+
 # ----------------------------------------------------------------- privacy
 
 
