@@ -345,7 +345,8 @@ class TrunkLoad:
 
     def _sweep(self, alive: Callable[[str], bool], most: int) -> None:
         txs = self._txs
-        for _ in range(min(most, len(txs))):
-            tx = txs.popleft()
+        popleft, append = txs.popleft, txs.append
+        for _ in range(most if most < len(txs) else len(txs)):
+            tx = popleft()
             if alive(tx):
-                txs.append(tx)
+                append(tx)

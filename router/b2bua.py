@@ -427,7 +427,7 @@ class B2bua:
         if trunk is None or event.tx is None:
             return False
         reason = self._trunk_load(trunk).admit(
-            event.tx, event.request.method == "INVITE", trunk, self._tx_alive)
+            event.tx, event.request.method == "INVITE", trunk, self.layer.alive)
         if reason is None:
             return False
         self.counters[f"rejected:{reason.value}"] += 1
@@ -436,9 +436,6 @@ class B2bua:
         retry_after = str(self.settings.security.busy_retry_after_s)
         self._respond(event.tx, event.request, 503, now, extra=[("Retry-After", retry_after)])
         return True
-
-    def _tx_alive(self, tx: str) -> bool:
-        return self.layer.state(tx) is not None
 
     # ----------------------------------------------------------------- drain and reload
 

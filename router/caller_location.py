@@ -68,6 +68,8 @@ def gather_location(
     carrier = municipality_hints(request, dialled, sources, header_name)
     wants_geo = LocationSource.GEO in sources and locators.geo is not None
     wants_postcode = LocationSource.POSTCODE in sources and locators.postcodes is not None
+    if not wants_geo and not wants_postcode:  # carrier codes only (one per source, in order)
+        return CallerLocation(carrier, [f"{source.value}={code}" for source, code in carrier])
     evidence = _evidence(request, locators) if wants_geo or wants_postcode else NO_LOCATION
     found = CallerLocation([], [f"{source.value}={code}" for source, code in carrier])
     by_source: dict[LocationSource, str] = dict(carrier)  # one hint per source

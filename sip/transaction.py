@@ -268,6 +268,11 @@ class TransactionLayer:
 
     # -- introspection ------------------------------------------------------------------------
 
+    def alive(self, tx: str) -> bool:
+        """Whether ``tx`` is a live transaction (``state(tx) is not None``, cheaper)."""
+        table = self._table
+        return tx in table.clients or tx in table.servers
+
     def state(self, tx: str) -> TransactionState | None:
         """State of a live transaction, ``None`` once it is gone (or never existed)."""
         table = self._table

@@ -104,8 +104,10 @@ def test_non_2xx_final_is_acked_and_retransmitted_final_re_acked_until_timer_d(
     # Timer D = 32 s over UDP
     harness.run_until(33.9)
     assert harness.layer.state(tx) is TransactionState.COMPLETED
+    assert harness.layer.alive(tx)  # what the trunk bounds sweep with (router/admission.py)
     harness.run_until(34.0)
     assert harness.layer.state(tx) is None
+    assert not harness.layer.alive(tx)
     assert harness.take_events() == [] and harness.take_sent() == []
 
 

@@ -48,6 +48,7 @@ def test_new_invite_is_passed_up_in_proceeding(harness: Harness) -> None:
     _, tx = new_invite(harness)
     assert tx.startswith("s|")
     assert harness.layer.state(tx) is TransactionState.PROCEEDING
+    assert harness.layer.alive(tx)
     assert harness.layer.counts()["server_invite"] == 1
 
 
@@ -106,6 +107,7 @@ def test_non_2xx_final_timer_g_capped_at_t2_then_timer_h(harness: Harness) -> No
     assert harness.sent_lines() == [(1.0, "486"), *shifted(G_SCHEDULE, 1.0, "486")]
     assert harness.take_events() == [(33.0, TransactionTimedOut(tx, "INVITE"))]
     assert harness.layer.state(tx) is None and len(harness.layer) == 0
+    assert not harness.layer.alive(tx)
 
 
 def test_retransmitted_invite_in_completed_gets_the_final(harness: Harness) -> None:
