@@ -29,6 +29,7 @@ from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, star
 from .answer_time import AnswerTimeCollector, AnswerTimeSettings, AnswerTimeWindows
 from .call_record import CallRecord
 from .health import Availability, ProbeOutcome
+from .plain_histogram import PlainHistogram
 from .sip_traffic import SipTraffic
 
 log = logging.getLogger("nodrute.metrics")
@@ -156,21 +157,21 @@ class NodeMetrics:
             "nodrute_call_records_queue_depth",
             "Call records waiting in memory for the database.", registry=r,
         )  # fmt: skip
-        self.routing_decision = Histogram(
+        self.routing_decision = PlainHistogram(
             "nodrute_routing_decision_seconds",
             "Router time for a new call's INVITE: from the dispatcher taking it (parsed, "
             "transaction created) to the first centre INVITE queued — or, where an IVR flow "
             "runs first, the flow started. Location, table lookup and INVITE building.",
             ["service"], buckets=ROUTING_BUCKETS, registry=r,
         )  # fmt: skip
-        self.post_dial_delay = Histogram(
+        self.post_dial_delay = PlainHistogram(
             "nodrute_post_dial_delay_seconds",
             "Post-dial delay: the caller's INVITE in to the first 18x sent to the caller (the "
             "centre's ringing relayed, or the IVR's 183). Observed when the call ends; calls "
             "that got no 18x are not observed.", ["service"], buckets=POST_DIAL_BUCKETS,
             registry=r,
         )  # fmt: skip
-        self.answer = Histogram(
+        self.answer = PlainHistogram(
             "nodrute_answer_seconds",
             "Time to answer at the centre: first centre INVITE (the end of any IVR flow) to "
             "the 200 OK; failover time included, IVR time excluded. Per service and the centre "
@@ -182,9 +183,6 @@ class NodeMetrics:
         r.register(self.traffic)
         self.answer_windows = AnswerTimeWindows(answer_time, clock)
         r.register(AnswerTimeCollector(self.answer_windows))
-        self._routing_children = _ChildCache(self.routing_decision)
-        self._post_dial_children = _ChildCache(self.post_dial_delay)
-        self._answer_children = _ChildCache(self.answer)
         self._calls_children = _ChildCache(self.calls)
         self._source_children = _ChildCache(self.location_sources)
         self._server: WSGIServer | None = None
@@ -214,17 +212,17 @@ class NodeMetrics:
             self.location_disagreements.labels(service=service).inc()
         started = record.started_at
         if record.first_provisional_at is not None:
-            self._post_dial_children.get(service).observe(
+            self.post_dial_delay.labels(service).observe(
                 record.first_provisional_at - started)
         if record.answered_at is not None:
             hunt_started = record.hunt_started_at
-            self._answer_children.get(service, record.centre_id or "none").observe(
+            self.answer.labels(service, record.centre_id or "none").observe(
                 record.answered_at - (started if hunt_started is None else hunt_started))
         self.answer_windows.add(record)
 
     def routed(self, service: str, seconds: float) -> None:
         """The B2BUA's ``on_routed`` hook: a new call's routing step took ``seconds``."""
-        self._routing_children.get(service).observe(seconds)
+        self.routing_decision.labels(service).observe(seconds)
 
     def call_records_moved(self, result: str, count: int) -> None:
         """router.records.RecordsObserver: ``count`` records written/spilled/replayed/lost."""
