@@ -44,7 +44,7 @@ from .resolve import DialledService, LocationSource, choose_municipality
 
 if TYPE_CHECKING:
     from .b2bua import B2bua
-    from .config import TrunkSettings
+    from .config import NodruteSettings, TrunkSettings
 
 __all__ = ["Call", "CallState", "Leg"]
 
@@ -199,14 +199,7 @@ class Call:
 
     def begin_hunt(self, centre: Centre, now: float) -> None:
         """Walk ``centre``'s destination plan from its first URI."""
-        settings = self.host.settings
-        policy = HuntPolicy(
-            first_response_s=settings.failover.first_response_s,
-            attempt_ring_s=settings.failover.attempt_ring_s(self.service),
-            total_ring_s=settings.routing.ring_timeout_s(self.service),
-            final_codes=frozenset(settings.failover.final_codes),
-            passes=settings.failover.passes(self.service),
-        )
+        policy = _hunt_policy(self.host.settings, self.service)
         found = self.snapshot.plan_for(centre.centre_id)
         plan: tuple[DestinationLike, ...] = found.destinations if found is not None else ()
         self.hunt = Hunt(plan, policy, self.host.destination_up, now)
@@ -653,6 +646,29 @@ class Call:
             self.media.release()
             self.host.unbind_media(self.media.leg_ids)
         self.host.call_ended(self, now)
+
+
+_policies: tuple[NodruteSettings | None, dict[Service, HuntPolicy]] = (None, {})
+"""The hunt policies of the settings in force (frozen: one object per [re]load)."""
+
+
+def _hunt_policy(settings: NodruteSettings, service: Service) -> HuntPolicy:
+    """The ``[failover]``/``[routing]`` knobs of ``service``, built once per settings object."""
+    global _policies
+    known, by_service = _policies
+    if known is not settings:
+        by_service = {}
+        _policies = (settings, by_service)
+    policy = by_service.get(service)
+    if policy is None:
+        policy = by_service[service] = HuntPolicy(
+            first_response_s=settings.failover.first_response_s,
+            attempt_ring_s=settings.failover.attempt_ring_s(service),
+            total_ring_s=settings.routing.ring_timeout_s(service),
+            final_codes=frozenset(settings.failover.final_codes),
+            passes=settings.failover.passes(service),
+        )
+    return policy
 
 
 def _cancel_reason(end: AttemptEnd) -> str:
