@@ -21,20 +21,18 @@ import threading
 import time
 from collections.abc import Callable
 from datetime import datetime
-from typing import Generic, TypeVar
 from wsgiref.simple_server import WSGIServer
 
-from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, start_http_server
+from prometheus_client import CollectorRegistry, Counter, Gauge, start_http_server
 
 from .answer_time import AnswerTimeCollector, AnswerTimeSettings, AnswerTimeWindows
 from .call_record import CallRecord
 from .health import Availability, ProbeOutcome
-from .plain_histogram import PlainHistogram
+from .plain_metrics import PlainCounter, PlainHistogram
 from .sip_traffic import SipTraffic
 
 log = logging.getLogger("nodrute.metrics")
 
-_M = TypeVar("_M", Counter, Histogram)
 
 
 ROUTING_BUCKETS = (0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25,
@@ -72,16 +70,16 @@ class NodeMetrics:
         self.active_calls = Gauge(
             "nodrute_active_calls", "Calls in progress on this node.", registry=r
         )
-        self.calls = Counter(
+        self.calls = PlainCounter(
             "nodrute_calls", "Calls ended, by service and outcome.", ["service", "outcome"],
             registry=r,
         )  # fmt: skip
-        self.location_sources = Counter(
+        self.location_sources = PlainCounter(
             "nodrute_location_source",
             "Calls by the location source that decided their route (header, uri_param, prefix, "
             "geo, postcode, default).", ["service", "source"], registry=r,
         )  # fmt: skip
-        self.location_disagreements = Counter(
+        self.location_disagreements = PlainCounter(
             "nodrute_location_disagreements",
             "Calls whose carrier municipality and PIDF-LO position named different "
             "municipalities.", ["service"], registry=r,
@@ -183,8 +181,6 @@ class NodeMetrics:
         r.register(self.traffic)
         self.answer_windows = AnswerTimeWindows(answer_time, clock)
         r.register(AnswerTimeCollector(self.answer_windows))
-        self._calls_children = _ChildCache(self.calls)
-        self._source_children = _ChildCache(self.location_sources)
         self._server: WSGIServer | None = None
         self._thread: threading.Thread | None = None
 
@@ -206,10 +202,10 @@ class NodeMetrics:
     def call_ended(self, record: CallRecord) -> None:
         """The B2BUA's ``on_call_ended`` hook."""
         service = record.service
-        self._calls_children.get(service, record.outcome.value).inc()
-        self._source_children.get(service, record.location_source).inc()
+        self.calls.labels(service, record.outcome.value).inc()
+        self.location_sources.labels(service, record.location_source).inc()
         if record.location_disagreement:
-            self.location_disagreements.labels(service=service).inc()
+            self.location_disagreements.labels(service).inc()
         started = record.started_at
         if record.first_provisional_at is not None:
             self.post_dial_delay.labels(service).observe(
@@ -299,19 +295,3 @@ class NodeMetrics:
         if self._thread is not None:
             self._thread.join(timeout=5)
             self._thread = None
-
-
-class _ChildCache(Generic[_M]):
-    """Label values -> the metric's child, bound on first use (labels() formats and locks)."""
-
-    __slots__ = ("_children", "_metric")
-
-    def __init__(self, metric: _M) -> None:
-        self._metric: _M = metric
-        self._children: dict[tuple[str, ...], _M] = {}
-
-    def get(self, *values: str) -> _M:
-        child = self._children.get(values)
-        if child is None:
-            child = self._children[values] = self._metric.labels(*values)
-        return child

@@ -1,14 +1,14 @@
-"""router/plain_histogram.py exposes what a prometheus_client Histogram does for the same data."""
+"""router.plain_metrics.py exposes what a prometheus_client Histogram does for the same data."""
 
 from __future__ import annotations
 
 import random
 
 import pytest
-from prometheus_client import CollectorRegistry, Histogram, generate_latest
+from prometheus_client import CollectorRegistry, Counter, Histogram, generate_latest
 
 from router.metrics import ANSWER_BUCKETS, ROUTING_BUCKETS
-from router.plain_histogram import PlainHistogram
+from router.plain_metrics import PlainCounter, PlainHistogram
 
 
 def _samples(registry: CollectorRegistry) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:
@@ -48,3 +48,23 @@ def test_labels_are_checked_and_the_child_reused() -> None:
     assert samples == {("y_seconds_bucket", "0.1"): 0, ("y_seconds_bucket", "1.0"): 1,
                        ("y_seconds_bucket", "+Inf"): 1, ("y_seconds_count", None): 1,
                        ("y_seconds_sum", None): 0.5}
+
+
+def test_counter_same_samples_as_prometheus_counter() -> None:
+    ours, theirs = CollectorRegistry(), CollectorRegistry()
+    plain = PlainCounter("z_calls", "doc", ["service", "outcome"], registry=ours)
+    reference = Counter("z_calls", "doc", ["service", "outcome"], registry=theirs)
+    for i in range(50):
+        labels = ("113" if i % 2 else "116117", ("answered", "failed", "abandoned")[i % 3])
+        plain.labels(*labels).inc()
+        reference.labels(*labels).inc()
+    plain.labels("113", "answered").inc(2.5)
+    reference.labels("113", "answered").inc(2.5)
+    assert _samples(ours) == _samples(theirs)
+    with pytest.raises(ValueError):
+        plain.labels("113", "answered").inc(-1)
+    def headers(registry: CollectorRegistry) -> list[bytes]:
+        return [line for line in generate_latest(registry).splitlines()
+                if line.startswith(b"#") and b"_created" not in line]
+
+    assert headers(ours) == headers(theirs)

@@ -1,10 +1,11 @@
-"""A labelled histogram kept as plain numbers and read at scrape time (the call path's timings).
+"""Labelled histograms and counters kept as plain numbers and read at scrape time (per call).
 
 prometheus_client's :class:`~prometheus_client.Histogram` takes a lock and makes a Python call
 per bucket on every ``observe``; here an observation is one ``bisect`` and two additions, and the
 cumulative buckets, ``_count`` and ``_sum`` are built when ``/metrics`` is read — as
 router/sip_traffic.py does for counters. The exposition is the same family (``_bucket`` with
-``le``, ``_count``, ``_sum``) without the ``_created`` samples, which nothing reads.
+``le``, ``_count``, ``_sum``) without the ``_created`` samples, which nothing reads;
+:class:`PlainCounter` likewise exposes ``_total`` alone.
 
 ``observe`` runs on the event loop only; a scrape (another thread) reads the numbers without a
 lock and may see one observation in the buckets before it is in ``_sum`` — as harmless as a
@@ -17,11 +18,11 @@ from bisect import bisect_left
 from collections.abc import Iterable, Iterator, Sequence
 
 from prometheus_client import CollectorRegistry
-from prometheus_client.metrics_core import HistogramMetricFamily
+from prometheus_client.metrics_core import CounterMetricFamily, HistogramMetricFamily
 from prometheus_client.registry import Collector
 from prometheus_client.utils import floatToGoString
 
-__all__ = ["PlainHistogram", "PlainHistogramChild"]
+__all__ = ["PlainCounter", "PlainCounterChild", "PlainHistogram", "PlainHistogramChild"]
 
 
 class PlainHistogramChild:
@@ -80,4 +81,52 @@ class PlainHistogram(Collector):
                 running += count
                 buckets.append((le, running))
             family.add_metric(list(values), buckets, child.sum)
+        yield family
+
+
+class PlainCounterChild:
+    """One label set's count."""
+
+    __slots__ = ("value",)
+
+    def __init__(self) -> None:
+        self.value = 0.0
+
+    def inc(self, amount: float = 1) -> None:
+        if amount < 0:
+            raise ValueError("counters can only be incremented by non-negative amounts")
+        self.value += amount
+
+
+class PlainCounter(Collector):
+    """Drop-in for the ``labels(...).inc()`` use of a labelled prometheus Counter (``name``
+    without ``_total``, as prometheus_client takes it)."""
+
+    def __init__(self, name: str, documentation: str, labelnames: Sequence[str],
+                 registry: CollectorRegistry | None = None) -> None:
+        self._name = name.removesuffix("_total")
+        self._doc = documentation
+        self._labelnames = tuple(labelnames)
+        self._children: dict[tuple[str, ...], PlainCounterChild] = {}
+        if registry is not None:
+            registry.register(self)
+
+    def labels(self, *values: str) -> PlainCounterChild:
+        """The child of one label set (made on first use; then one dict lookup)."""
+        child = self._children.get(values)
+        if child is None:
+            if len(values) != len(self._labelnames) or \
+                    not all(isinstance(v, str) for v in values):
+                raise ValueError(f"{self._name}: labels {self._labelnames} as strings, "
+                                 f"got {values!r}")
+            child = self._children[values] = PlainCounterChild()
+        return child
+
+    def describe(self) -> list[CounterMetricFamily]:
+        return [CounterMetricFamily(self._name, self._doc, labels=list(self._labelnames))]
+
+    def collect(self) -> Iterator[CounterMetricFamily]:
+        family = CounterMetricFamily(self._name, self._doc, labels=list(self._labelnames))
+        for values, child in list(self._children.items()):
+            family.add_metric(list(values), child.value)
         yield family
