@@ -307,6 +307,9 @@ class RecordsSettings(_Section):
     replayed into its own database), else ``var/records-spill.jsonl`` of the checkout."""
     replay_interval_s: float = Field(5.0, gt=0)
     """How often a down database is tried again (and the spill file replayed)."""
+    process: bool = True
+    """Write the records from a child process (router/records_process.py): the router's event
+    loop only hands them over. False: the writer runs inside the router (router/records.py)."""
 
 
 class NodruteSettings(BaseSettings):
