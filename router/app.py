@@ -38,6 +38,7 @@ from .location import LocationLimits
 from .media import MediaContext
 from .metrics import NodeMetrics
 from .records import CallRecordWriter, chain_hooks, writer_from_settings
+from .records_process import RecordSink, sink_from_settings
 from .resolve import LocationSource
 from .secrets import warn_if_config_exposed
 from .tables import ActiveTable, TableManager, utc_now
@@ -57,8 +58,9 @@ class RunningRouter:
     tasks: list[asyncio.Task[None]] = field(default_factory=list)
     media_engine: MediaEngine | None = None
     """The RTP engine when ``[media] enabled``."""
-    records: CallRecordWriter | None = None
-    """Call records to the database (``[records] enabled``); flushed at close."""
+    records: CallRecordWriter | RecordSink | None = None
+    """Call records to the database (``[records] enabled``; a child process with ``process``);
+    flushed at close."""
     hep: HepSender | None = None
     """Copies of the SIP messages to a HEPv3 collector (``[hep] enabled``)."""
 
@@ -308,7 +310,9 @@ async def start_router(settings: NodruteSettings) -> RunningRouter:
     endpoint.tap = hep.capture if hep is not None else None  # SIP tracing (router/hep.py)
     await endpoint.start(sip.host, sip.port, sip.transports)
     assert endpoint.local_address is not None
-    records = writer_from_settings(settings, metrics)
+    records: CallRecordWriter | RecordSink | None = (
+        sink_from_settings(settings, metrics) if settings.records.process
+        else writer_from_settings(settings, metrics))
     b2bua = B2bua(layer, settings, snapshot, port=endpoint.local_address[1],
                   on_call_ended=chain_hooks(metrics.call_ended if metrics else None,
                                             records.submit if records else None),
