@@ -15,7 +15,8 @@ scrape a microsecond earlier.
 from __future__ import annotations
 
 from bisect import bisect_left
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from typing import Generic, TypeVar
 
 from prometheus_client import CollectorRegistry
 from prometheus_client.metrics_core import CounterMetricFamily, HistogramMetricFamily
@@ -23,6 +24,8 @@ from prometheus_client.registry import Collector
 from prometheus_client.utils import floatToGoString
 
 __all__ = ["PlainCounter", "PlainCounterChild", "PlainHistogram", "PlainHistogramChild"]
+
+_Child = TypeVar("_Child")
 
 
 class PlainHistogramChild:
@@ -41,24 +44,18 @@ class PlainHistogramChild:
         self.sum += amount
 
 
-class PlainHistogram(Collector):
-    """Drop-in for the ``labels(...).observe(x)`` use of a labelled prometheus Histogram."""
+class _Labelled(Generic[_Child]):
+    """The label handling both families share: one child per label set, made on first use."""
 
     def __init__(self, name: str, documentation: str, labelnames: Sequence[str],
-                 buckets: Iterable[float], registry: CollectorRegistry | None = None) -> None:
-        bounds = sorted(float(b) for b in buckets if b != float("inf"))
-        if not bounds or len(set(bounds)) != len(bounds):
-            raise ValueError("buckets must be distinct and at least one finite bound")
+                 make_child: Callable[[], _Child]) -> None:
         self._name = name
         self._doc = documentation
         self._labelnames = tuple(labelnames)
-        self._bounds = tuple(bounds)
-        self._les = [floatToGoString(b) for b in bounds] + ["+Inf"]  # type: ignore[no-untyped-call]
-        self._children: dict[tuple[str, ...], PlainHistogramChild] = {}
-        if registry is not None:
-            registry.register(self)
+        self._make_child = make_child
+        self._children: dict[tuple[str, ...], _Child] = {}
 
-    def labels(self, *values: str) -> PlainHistogramChild:
+    def labels(self, *values: str) -> _Child:
         """The child of one label set (made on first use; then one dict lookup)."""
         child = self._children.get(values)
         if child is None:
@@ -66,8 +63,24 @@ class PlainHistogram(Collector):
                     not all(isinstance(v, str) for v in values):
                 raise ValueError(f"{self._name}: labels {self._labelnames} as strings, "
                                  f"got {values!r}")
-            child = self._children[values] = PlainHistogramChild(self._bounds)
+            child = self._children[values] = self._make_child()
         return child
+
+
+class PlainHistogram(_Labelled[PlainHistogramChild], Collector):
+    """Drop-in for the ``labels(...).observe(x)`` use of a labelled prometheus Histogram."""
+
+    def __init__(self, name: str, documentation: str, labelnames: Sequence[str],
+                 buckets: Iterable[float], registry: CollectorRegistry | None = None) -> None:
+        bounds = sorted(float(b) for b in buckets if b != float("inf"))
+        if not bounds or len(set(bounds)) != len(bounds):
+            raise ValueError("buckets must be distinct and at least one finite bound")
+        self._bounds = tuple(bounds)
+        self._les = [floatToGoString(b) for b in bounds] + ["+Inf"]  # type: ignore[no-untyped-call]
+        super().__init__(name, documentation, labelnames,
+                         lambda: PlainHistogramChild(self._bounds))
+        if registry is not None:
+            registry.register(self)
 
     def describe(self) -> list[HistogramMetricFamily]:
         return [HistogramMetricFamily(self._name, self._doc, labels=list(self._labelnames))]
@@ -98,29 +111,16 @@ class PlainCounterChild:
         self.value += amount
 
 
-class PlainCounter(Collector):
+class PlainCounter(_Labelled[PlainCounterChild], Collector):
     """Drop-in for the ``labels(...).inc()`` use of a labelled prometheus Counter (``name``
     without ``_total``, as prometheus_client takes it)."""
 
     def __init__(self, name: str, documentation: str, labelnames: Sequence[str],
                  registry: CollectorRegistry | None = None) -> None:
-        self._name = name.removesuffix("_total")
-        self._doc = documentation
-        self._labelnames = tuple(labelnames)
-        self._children: dict[tuple[str, ...], PlainCounterChild] = {}
+        super().__init__(name.removesuffix("_total"), documentation, labelnames,
+                         PlainCounterChild)
         if registry is not None:
             registry.register(self)
-
-    def labels(self, *values: str) -> PlainCounterChild:
-        """The child of one label set (made on first use; then one dict lookup)."""
-        child = self._children.get(values)
-        if child is None:
-            if len(values) != len(self._labelnames) or \
-                    not all(isinstance(v, str) for v in values):
-                raise ValueError(f"{self._name}: labels {self._labelnames} as strings, "
-                                 f"got {values!r}")
-            child = self._children[values] = PlainCounterChild()
-        return child
 
     def describe(self) -> list[CounterMetricFamily]:
         return [CounterMetricFamily(self._name, self._doc, labels=list(self._labelnames))]

@@ -16,13 +16,12 @@ import subprocess
 import sys
 import threading
 import time
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 from expected_routing import load_centres
 from router_process import RunningRouter, running_router
-from sipp_harness import REPO, SIPP_MISSING, SippFleet, free_port, sipp_binary
+from sipp_harness import REPO, SippFleet, free_port
 
 pytestmark = pytest.mark.e2e
 
@@ -58,19 +57,8 @@ def rejected(metrics_port: int) -> dict[str, float]:
             for line in text.splitlines() if line.startswith("nodrute_rejected_total{")}
 
 
-@pytest.fixture
-def fleet(tmp_path: Path) -> Iterator[SippFleet]:
-    binary = sipp_binary()
-    if binary is None:
-        pytest.skip(SIPP_MISSING)
-    fleet = SippFleet(tmp_path / "sipp", binary)
-    try:
-        yield fleet
-    finally:
-        fleet.stop_all()
-
-
-def test_every_trunk_call_completes_through_a_flood(tmp_path: Path, fleet: SippFleet) -> None:
+def test_every_trunk_call_completes_through_a_flood(tmp_path: Path, sipp: SippFleet) -> None:
+    fleet = sipp
     metrics_port = free_port()
     extra = (
         'sources = ["127.0.0.1/32"]\n'  # continues the [[trunks]] entry: the only trunk
