@@ -40,6 +40,7 @@ from sip.multipart import (
     split_multipart,
     valid_boundary,
 )
+from sip.parser import split_list
 
 __all__ = [
     "CivicAddress",
@@ -236,7 +237,12 @@ def _location_values(values: Iterable[str], limits: LocationLimits,
     references: list[str] = []
     count = 0
     for value in values:
-        for element in _split_commas(value):
+        try:
+            elements = split_list(value, "Geolocation")
+        except SipParseError:
+            problems.append(f"malformed Geolocation header {clip(value)}")
+            continue
+        for element in elements:
             count += 1
             if count > limits.max_location_values:
                 problems.append(f"more than {limits.max_location_values} Geolocation values")
@@ -249,27 +255,6 @@ def _location_values(values: Iterable[str], limits: LocationLimits,
             elif uri not in references:
                 references.append(uri)
     return cids, tuple(references)
-
-
-def _split_commas(value: str) -> list[str]:
-    """Split at commas outside ``<…>`` and quoted strings (RFC 3261 §7.3.1)."""
-    out: list[str] = []
-    start = 0
-    angled = quoted = False
-    for i, char in enumerate(value):
-        if quoted:
-            quoted = char != '"'
-        elif char == '"':
-            quoted = True
-        elif char == "<":
-            angled = True
-        elif char == ">":
-            angled = False
-        elif char == "," and not angled:
-            out.append(value[start:i])
-            start = i + 1
-    out.append(value[start:])
-    return [part.strip(" \t") for part in out if part.strip(" \t")]
 
 
 def _location_uri(element: str) -> str:

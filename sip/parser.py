@@ -189,7 +189,7 @@ def _header_fields(lines: list[str]) -> tuple[list[tuple[str, str, str]], dict[s
         key, canon = entry if entry is not None else _classify_name(raw)
         value = value.strip(" \t")
         if key in LIST_HEADERS and "," in value:
-            for element in _split_list(value, canon):
+            for element in split_list(value, canon):
                 items.append((key, canon, element))
             continue
         if key in _SINGLE:
@@ -216,7 +216,7 @@ def _unfold(lines: list[str]) -> list[str]:
             for group in groups]
 
 
-def _split_list(value: str, header: str) -> list[str]:
+def split_list(value: str, header: str) -> list[str]:
     """Split a list value at commas outside quoted strings and ``<…>`` (§7.3.1)."""
     if '"' not in value and "<" not in value:
         parts = value.split(",")
